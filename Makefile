@@ -1,0 +1,56 @@
+# StyleLoop — every command a developer or CI runs. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PRESET ?= offline
+MODELS_DIR ?= .models
+PROTO_OUT := styleloop/v1
+
+.PHONY: help install protos lint format test test-fast check models up
+
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed ## Create .venv and install StyleLoop with every extra (CPU torch).
+
+# torch is installed first and pinned, so that no dependency pulls a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[all]'
+	touch $@
+
+protos: $(VENV)/.installed ## Regenerate styleloop/v1 stubs (with .pyi) from protos/.
+	rm -f $(PROTO_OUT)/*_pb2.py $(PROTO_OUT)/*_pb2.pyi $(PROTO_OUT)/*_pb2_grpc.py
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. \
+		protos/styleloop/v1/*.proto
+
+lint: $(VENV)/.installed ## ruff (lint + format check) and mypy.
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+format: $(VENV)/.installed ## Apply ruff's fixes and formatting.
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+test: $(VENV)/.installed ## Run the whole test suite (unit + integration, CPU only).
+	$(PY) -m pytest -q --timeout 900
+
+test-fast: $(VENV)/.installed ## Tests without the slow ones (real pretrained weights).
+	$(PY) -m pytest -q -m 'not slow' --timeout 300
+
+check: protos ## Everything CI runs: stub drift, lint, type check, tests.
+	@git diff --exit-code -- $(PROTO_OUT) || { echo 'generated stubs drifted from protos/: commit the output of make protos' >&2; exit 1; }
+	@test -z "$$(git status --porcelain -- $(PROTO_OUT))" || { git status --porcelain -- $(PROTO_OUT); echo 'untracked or missing generated stubs: commit the output of make protos' >&2; exit 1; }
+	$(MAKE) lint
+	$(MAKE) test
+
+models: $(VENV)/.installed ## Prepare the models of PRESET (tiny|offline|small|base) into MODELS_DIR/PRESET.
+	$(VENV)/bin/styleloop models prepare --preset $(PRESET) --out $(MODELS_DIR)/$(PRESET)
+
+up: install models ## Set up everything and prepare models (services start here once they exist).
+	@$(VENV)/bin/styleloop up --preset $(PRESET) --models-dir $(MODELS_DIR)/$(PRESET)

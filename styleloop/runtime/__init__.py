@@ -1,0 +1,1 @@
+"""Runtime shared by every service: settings, logging, errors, metrics, gRPC bootstrap."""
