@@ -11,7 +11,7 @@ import logging
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="")
 
@@ -46,10 +46,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
-def configure(service: str, level: str = "INFO", stream: IO[str] | None = None) -> None:
-    """Route every logger of the process to one JSON handler; safe to call again."""
+def configure(
+    service: str,
+    level: str = "INFO",
+    stream: IO[str] | None = None,
+    fmt: Literal["json", "text"] = "json",
+) -> None:
+    """Route every logger of the process to one handler; safe to call again.
+
+    Services log JSON lines on stdout; the ``styleloop`` CLI logs short text lines.
+    """
     handler = logging.StreamHandler(stream or sys.stdout)
-    handler.setFormatter(JsonFormatter(service))
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter(service))
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

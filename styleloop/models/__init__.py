@@ -1,0 +1,1 @@
+"""Model preparation: weights of every preset, exported the same way (`styleloop models`)."""

@@ -1,0 +1,139 @@
+"""The model manifest: what `styleloop models prepare` produced, and how to use it.
+
+Services read ``manifest.json`` from their models directory: file paths (relative to
+it), sha256 digests, tensor names and shapes, dimensions, preprocessing parameters,
+tokenizer settings, and model ids and versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+MANIFEST_NAME = "manifest.json"
+SCHEMA_VERSION = 1
+
+
+class TensorSpec(BaseModel):
+    """One named input or output of an exported graph; string dims are dynamic axes."""
+
+    name: str
+    dtype: Literal["float32", "int64"]
+    shape: list[int | str]
+
+
+class ImagePreprocessing(BaseModel):
+    """How a decoded RGB image becomes ``pixel_values``: resize the shortest edge, centre
+    crop, rescale, normalise per channel, channels first."""
+
+    resize_shortest_edge: int
+    crop_height: int
+    crop_width: int
+    resample: Literal["bicubic", "bilinear"]
+    rescale_factor: float = 1 / 255
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+class OnnxTower(BaseModel):
+    """An exported tower: ONNX file, its tensors, and the Triton model serving it."""
+
+    onnx: str
+    sha256: str
+    dimension: int
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    triton_model: str
+
+
+class ImageTower(OnnxTower):
+    preprocessing: ImagePreprocessing
+
+
+class TextTower(OnnxTower):
+    tokenizer: str
+    tokenizer_sha256: str
+    max_length: int
+    pad_token_id: int
+
+
+class EncoderManifest(BaseModel):
+    """The dual encoder; vectors of one ``model_version`` share a Qdrant collection."""
+
+    model_id: str
+    model_version: str
+    source: str = Field(description="Where the weights came from (hub id, wheel, random seed).")
+    shared_space: bool = Field(description="Whether image and text vectors are comparable.")
+    image: ImageTower
+    text: TextTower
+
+
+class CheckpointManifest(BaseModel):
+    """A saved Hugging Face checkpoint (safetensors, config, tokenizer / processor)."""
+
+    model_id: str
+    model_version: str
+    source: str
+    kind: Literal["causal_lm", "image_to_text"]
+    path: str
+    files: dict[str, str] = Field(description="Relative path → sha256 of every file.")
+
+
+class Manifest(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    preset: str
+    update_time: str = ""
+    encoder: EncoderManifest | None = None
+    captioner: CheckpointManifest | None = None
+    captioner_pending: str = Field(
+        default="", description="Why there is no captioner yet, and what produces it."
+    )
+    llm: CheckpointManifest | None = None
+    triton_repository: str = "triton"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def directory_digests(root: Path, folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder``, keyed by path relative to ``root``."""
+    return {
+        str(path.relative_to(root)): sha256_file(path)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def files_intact(root: Path, digests: dict[str, str]) -> bool:
+    """Whether every listed file exists with the recorded digest."""
+    return all(
+        (root / rel).is_file() and sha256_file(root / rel) == digest
+        for rel, digest in digests.items()
+    )
+
+
+def load_manifest(models_dir: Path) -> Manifest | None:
+    path = models_dir / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+
+
+def save_manifest(models_dir: Path, manifest: Manifest) -> None:
+    """Write atomically, so an interrupted run never leaves a half-written manifest."""
+    manifest.update_time = datetime.now(UTC).isoformat(timespec="seconds")
+    models_dir.mkdir(parents=True, exist_ok=True)
+    tmp = models_dir / (MANIFEST_NAME + ".tmp")
+    tmp.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, models_dir / MANIFEST_NAME)
