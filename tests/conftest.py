@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import json
+import os
+import random
 import socket
+from pathlib import Path
 
 import pytest
+from PIL import Image, ImageDraw
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -13,3 +21,51 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def data_dir() -> Path | None:
+    """The sample data folder from STYLELOOP_DATA_DIR, if configured and present."""
+    value = os.environ.get("STYLELOOP_DATA_DIR")
+    if value and (Path(value) / "fashion-product-images" / "products.jsonl").is_file():
+        return Path(value)
+    return None
+
+
+def synthetic_garment(seed: int, size: int = 224) -> Image.Image:
+    """A drawn garment-like shape on white, different for every seed."""
+    rng = random.Random(seed)
+    image = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(image)
+    colour = tuple(rng.randrange(256) for _ in range(3))
+    x0, y0 = rng.randrange(10, 60), rng.randrange(10, 60)
+    x1, y1 = rng.randrange(150, size - 10), rng.randrange(150, size - 10)
+    if seed % 2:
+        draw.rectangle((x0, y0, x1, y1), fill=colour)
+    else:
+        draw.ellipse((x0, y0, x1, y1), fill=colour)
+    for _ in range(rng.randrange(1, 6)):
+        stripe = rng.randrange(y0, y1)
+        draw.line((x0, stripe, x1, stripe), fill=(255 - colour[0], 0, colour[2]), width=3)
+    return image
+
+
+def catalog_images(count: int) -> list[Image.Image]:
+    """Real catalog photos when the sample data is configured, else drawn ones."""
+    root = data_dir()
+    if root is None:
+        return [synthetic_garment(i) for i in range(count)]
+    folder = root / "fashion-product-images"
+    images = []
+    with (folder / "products.jsonl").open(encoding="utf-8") as handle:
+        for line in handle:
+            row = json.loads(line)
+            images.append(Image.open(folder / row["image"]).convert("RGB"))
+            if len(images) == count:
+                break
+    return images
+
+
+def encode_png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -44,7 +44,31 @@ def export_onnx(
             opset_version=OPSET,
             dynamo=False,
         )
+    _annotate_shapes(tmp, [*inputs, *outputs])
     tmp.replace(path)
+
+
+def _annotate_shapes(path: Path, specs: list[TensorSpec]) -> None:
+    """Write the declared shapes into the graph: the tracer may leave static axes symbolic
+    (e.g. after a normalisation), which Triton and shape-checking clients then cannot trust."""
+    import onnx
+
+    model = onnx.load(str(path))
+    by_name = {spec.name: spec for spec in specs}
+    for value in [*model.graph.input, *model.graph.output]:
+        spec = by_name.get(value.name)
+        if spec is None:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        for dim, want in zip(dims, spec.shape, strict=True):
+            if isinstance(want, int):
+                dim.ClearField("dim_param")
+                dim.dim_value = want
+            else:
+                dim.ClearField("dim_value")
+                dim.dim_param = want
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
 
 
 def check_parity(

@@ -67,8 +67,9 @@ class EncoderManifest(BaseModel):
     """The dual encoder; vectors of one ``model_version`` share a Qdrant collection."""
 
     model_id: str
-    model_version: str
+    model_version: str = Field(description="Digest of the exported graphs and weights.")
     source: str = Field(description="Where the weights came from (hub id, wheel, random seed).")
+    recipe: int = Field(default=0, description="Revision of the export code that wrote it.")
     shared_space: bool = Field(description="Whether image and text vectors are comparable.")
     image: ImageTower
     text: TextTower
@@ -80,6 +81,7 @@ class CheckpointManifest(BaseModel):
     model_id: str
     model_version: str
     source: str
+    recipe: int = Field(default=0, description="Revision of the conversion code that wrote it.")
     kind: Literal["causal_lm", "image_to_text"]
     path: str
     files: dict[str, str] = Field(description="Relative path → sha256 of every file.")

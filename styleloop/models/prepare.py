@@ -8,6 +8,7 @@ is unchanged; an interrupted run redoes only the step it was in.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 from collections.abc import Callable
@@ -33,12 +34,16 @@ from styleloop.models.manifest import (
     sha256_file,
 )
 from styleloop.models.presets import LoadedCheckpoint, ModelSettings, PresetName
-from styleloop.models.towers import weights_digest
 from styleloop.models.triton import write_model
 
 log = logging.getLogger(__name__)
 
 IMAGE_MODEL, TEXT_MODEL = "image_encoder", "text_encoder"
+
+# Bump when the code that writes a component changes what it writes: a finished step is
+# only kept when it was written by the current recipe.
+ENCODER_RECIPE = 2
+CHECKPOINT_RECIPE = 1
 
 
 class PrepareError(RuntimeError):
@@ -137,14 +142,16 @@ def prepare_encoder(
             max_queue_delay_us=settings.triton_max_queue_delay_us,
             instance_kind=settings.triton_instance_kind,
         )
+    image_sha, text_sha = sha256_file(image_path), sha256_file(text_path)
     return EncoderManifest(
         model_id=loaded.model_id,
-        model_version=weights_digest(loaded.image_tower, loaded.text_tower),
+        model_version=hashlib.sha256((image_sha + text_sha).encode()).hexdigest()[:12],
         source=loaded.source,
+        recipe=ENCODER_RECIPE,
         shared_space=loaded.shared_space,
         image=ImageTower(
             onnx=str(image_path.relative_to(out)),
-            sha256=sha256_file(image_path),
+            sha256=image_sha,
             dimension=image_dim,
             inputs=image_in,
             outputs=image_out,
@@ -153,7 +160,7 @@ def prepare_encoder(
         ),
         text=TextTower(
             onnx=str(text_path.relative_to(out)),
-            sha256=sha256_file(text_path),
+            sha256=text_sha,
             dimension=text_dim,
             inputs=text_in,
             outputs=text_out,
@@ -183,6 +190,7 @@ def save_checkpoint(
         model_id=loaded.model_id,
         model_version=version,
         source=loaded.source,
+        recipe=CHECKPOINT_RECIPE,
         kind=kind,  # type: ignore[arg-type]
         path=folder_name,
         files=files,
@@ -190,8 +198,6 @@ def save_checkpoint(
 
 
 def sha256_of_digests(files: dict[str, str]) -> str:
-    import hashlib
-
     weights = sorted(d for rel, d in files.items() if rel.endswith(".safetensors"))
     return hashlib.sha256("".join(weights or sorted(files.values())).encode()).hexdigest()[:12]
 
@@ -207,6 +213,17 @@ def _encoder_intact(out: Path, m: EncoderManifest) -> bool:
     ) and all(
         (out / "triton" / name / "config.pbtxt").is_file()
         for name in (m.image.triton_model, m.text.triton_model)
+    )
+
+
+def _checkpoint_current(
+    out: Path, m: CheckpointManifest | None, model_id: str, force: bool
+) -> bool:
+    return (
+        not force
+        and m is not None
+        and (m.model_id, m.recipe) == (model_id, CHECKPOINT_RECIPE)
+        and files_intact(out, m.files)
     )
 
 
@@ -234,7 +251,12 @@ def prepare(
 
     def encoder_step() -> None:
         m = manifest.encoder
-        if not force and m and m.model_id == ids.encoder and _encoder_intact(out, m):
+        if (
+            not force
+            and m
+            and (m.model_id, m.recipe) == (ids.encoder, ENCODER_RECIPE)
+            and _encoder_intact(out, m)
+        ):
             log.info("encoder up to date", extra={"model_id": m.model_id})
             return
         manifest.encoder = prepare_encoder(preset, ids.encoder, out, settings)
@@ -246,16 +268,16 @@ def prepare(
             return
         manifest.captioner_pending = ""
         m = manifest.captioner
-        if not force and m and m.model_id == ids.captioner and files_intact(out, m.files):
-            log.info("captioner up to date", extra={"model_id": m.model_id})
+        if _checkpoint_current(out, m, ids.captioner, force):
+            log.info("captioner up to date", extra={"model_id": ids.captioner})
             return
         loaded = presets.load_captioner(preset, ids.captioner)
         manifest.captioner = save_checkpoint(loaded, out, "captioner", "image_to_text")
 
     def llm_step() -> None:
         m = manifest.llm
-        if not force and m and m.model_id == ids.llm and files_intact(out, m.files):
-            log.info("llm up to date", extra={"model_id": m.model_id})
+        if _checkpoint_current(out, m, ids.llm, force):
+            log.info("llm up to date", extra={"model_id": ids.llm})
             return
         manifest.llm = save_checkpoint(presets.load_llm(preset, ids.llm), out, "llm", "causal_lm")
 

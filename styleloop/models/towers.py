@@ -55,7 +55,8 @@ class EfficientNetImageTower(nn.Module):
 
     def __init__(self, backbone: Any) -> None:
         super().__init__()
-        backbone.set_swish(memory_efficient=False)  # the export-friendly activation
+        # Lite variants use ReLU6, which exports as is. (`set_swish()` would replace it
+        # with Swish and silently change every feature.)
         self.backbone = backbone
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -76,15 +77,3 @@ class MeanPoolingTextTower(nn.Module):
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
         return F.normalize(pooled)
-
-
-def weights_digest(*modules: nn.Module) -> str:
-    """A short, stable digest of the modules' weights: the model version."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for module in modules:
-        for name, tensor in sorted(module.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:12]

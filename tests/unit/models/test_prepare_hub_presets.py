@@ -1,0 +1,101 @@
+"""`small` and `base` run the same preparation code as `tiny`; only the one hub call
+(`styleloop.models.hub.from_pretrained`) is replaced, so no internet is needed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from styleloop.models import hub, presets
+from styleloop.models.prepare import prepare
+from styleloop.models.preprocess import preprocess_images
+from tests.conftest import ROOT, catalog_images
+
+
+class FakeHub:
+    """Answers hub requests with locally built models of the very classes asked for."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def __call__(self, cls, model_id: str, **kwargs):
+        name = cls.__name__
+        self.calls.append((name, model_id))
+        if name == "AutoModel":
+            return presets.tiny_clip()[0]
+        if name == "AutoModelForImageTextToText":
+            return presets.tiny_captioner()[0]
+        if name == "AutoModelForCausalLM":
+            return presets.tiny_llm()[0]
+        if name == "AutoTokenizer":
+            return presets.tiny_llm()[1]
+        if name == "AutoProcessor":
+            return presets.tiny_captioner()[1] if "blip" in model_id else presets.tiny_clip()[1]
+        raise AssertionError(f"unexpected hub request {name} {model_id}")
+
+
+@pytest.mark.parametrize("preset", ["small", "base"])
+def test_hub_preset_uses_the_shared_export_path(preset, tmp_path: Path, monkeypatch):
+    fake = FakeHub()
+    monkeypatch.setattr(hub, "from_pretrained", fake)
+    manifest = prepare(preset, tmp_path, progress=False)
+    ids = presets.DEFAULT_IDS[preset]
+    assert ("AutoModel", ids.encoder) in fake.calls
+    assert ("AutoModelForImageTextToText", ids.captioner) in fake.calls
+    assert ("AutoModelForCausalLM", ids.llm) in fake.calls
+    assert manifest.encoder.model_id == ids.encoder
+    assert manifest.encoder.source == f"hf:{ids.encoder}"
+    assert manifest.captioner.model_id == ids.captioner
+    assert manifest.llm.model_id == ids.llm
+    sess = ort.InferenceSession(
+        str(tmp_path / manifest.encoder.image.onnx), providers=["CPUExecutionProvider"]
+    )
+    pixels = preprocess_images(catalog_images(3), manifest.encoder.image.preprocessing)
+    vectors = sess.run(None, {"pixel_values": pixels})[0]
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert (tmp_path / "triton" / "image_encoder" / "config.pbtxt").is_file()
+
+
+def test_model_ids_are_overridable_by_environment(tmp_path: Path, monkeypatch):
+    fake = FakeHub()
+    monkeypatch.setattr(hub, "from_pretrained", fake)
+    monkeypatch.setenv("STYLELOOP_ENCODER_MODEL_ID", "Marqo/marqo-fashionCLIP")
+    monkeypatch.setenv("STYLELOOP_LLM_MODEL_ID", "Qwen/Qwen2.5-1.5B-Instruct")
+    manifest = prepare("small", tmp_path, progress=False)
+    assert ("AutoModel", "Marqo/marqo-fashionCLIP") in fake.calls
+    assert manifest.encoder.model_id == "Marqo/marqo-fashionCLIP"
+    assert manifest.llm.model_id == "Qwen/Qwen2.5-1.5B-Instruct"
+    assert manifest.captioner.model_id == presets.DEFAULT_IDS["small"].captioner
+
+
+def test_unreachable_hub_gives_a_clear_error_not_a_traceback(tmp_path: Path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home")}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "styleloop.cli",
+            "models",
+            "prepare",
+            "--preset",
+            "small",
+            "--out",
+            str(tmp_path / "small"),
+            "--no-progress",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode == 2
+    assert "cannot load 'patrickjohncyh/fashion-clip' from the Hugging Face hub" in result.stderr
+    assert "--preset offline" in result.stderr
+    assert "Traceback" not in result.stderr
