@@ -128,6 +128,31 @@ def tiny_hf_tokenizer() -> Any:
     )
 
 
+# The tiny preset's towers: small enough for unit tests, shaped like the real ones.
+TINY_VISION_CONFIG: dict[str, int] = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "image_size": 64,
+    "patch_size": 16,
+}
+
+
+def tiny_text_config(tok: Any, **overrides: int) -> dict[str, int]:
+    return {
+        "vocab_size": len(tok),
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "pad_token_id": tok.pad_token_id,
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+        **overrides,
+    }
+
+
 @contextlib.contextmanager
 def seeded(seed: int) -> Iterator[None]:
     with torch.random.fork_rng():
@@ -188,25 +213,8 @@ def tiny_clip() -> tuple[Any, Any]:
 
     tok = tiny_hf_tokenizer()
     config = CLIPConfig(
-        text_config={
-            "vocab_size": len(tok),
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "max_position_embeddings": 32,
-            "pad_token_id": tok.pad_token_id,
-            "bos_token_id": tok.bos_token_id,
-            "eos_token_id": tok.eos_token_id,
-        },
-        vision_config={
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "image_size": 64,
-            "patch_size": 16,
-        },
+        text_config=tiny_text_config(tok, max_position_embeddings=32),
+        vision_config=TINY_VISION_CONFIG,
         projection_dim=32,
     )
     with seeded(TINY_SEED):
@@ -358,26 +366,10 @@ def tiny_captioner() -> tuple[Any, Any]:
 
     tok = tiny_hf_tokenizer()
     config = BlipConfig(
-        text_config={
-            "vocab_size": len(tok),
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "max_position_embeddings": 64,
-            "pad_token_id": tok.pad_token_id,
-            "bos_token_id": tok.bos_token_id,
-            "eos_token_id": tok.eos_token_id,
-            "sep_token_id": tok.eos_token_id,
-        },
-        vision_config={
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "image_size": 64,
-            "patch_size": 16,
-        },
+        text_config=tiny_text_config(
+            tok, max_position_embeddings=64, sep_token_id=tok.eos_token_id
+        ),
+        vision_config=TINY_VISION_CONFIG,
         projection_dim=32,
     )
     with seeded(TINY_SEED):

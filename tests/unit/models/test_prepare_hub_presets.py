@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +12,7 @@ import pytest
 from styleloop.models import hub, presets
 from styleloop.models.prepare import prepare
 from styleloop.models.preprocess import preprocess_images
-from tests.conftest import ROOT, catalog_images
+from tests.conftest import catalog_images, run_cli
 
 
 class FakeHub:
@@ -75,25 +72,16 @@ def test_model_ids_are_overridable_by_environment(tmp_path: Path, monkeypatch):
 
 
 def test_unreachable_hub_gives_a_clear_error_not_a_traceback(tmp_path: Path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home")}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "styleloop.cli",
-            "models",
-            "prepare",
-            "--preset",
-            "small",
-            "--out",
-            str(tmp_path / "small"),
-            "--no-progress",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
+    result = run_cli(
+        "models",
+        "prepare",
+        "--preset",
+        "small",
+        "--out",
+        str(tmp_path / "small"),
+        "--no-progress",
+        HF_HUB_OFFLINE="1",
+        HF_HOME=str(tmp_path / "hf-home"),
     )
     assert result.returncode == 2
     assert "cannot load 'patrickjohncyh/fashion-clip' from the Hugging Face hub" in result.stderr

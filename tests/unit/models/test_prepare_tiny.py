@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +17,7 @@ from styleloop.models import presets
 from styleloop.models.manifest import Manifest, load_manifest
 from styleloop.models.prepare import PrepareError, prepare
 from styleloop.models.preprocess import preprocess_images
-from tests.conftest import ROOT, catalog_images
+from tests.conftest import catalog_images, run_cli
 
 TEXTS = [
     "red floral dress",
@@ -221,24 +218,15 @@ def test_folder_of_another_preset_is_refused(tiny_dir: Path):
 
 
 def test_cli_prepares_and_summarises(tmp_path: Path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "styleloop.cli",
-            "models",
-            "prepare",
-            "--preset",
-            "tiny",
-            "--out",
-            str(tmp_path),
-            "--no-progress",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    result = run_cli(
+        "models",
+        "prepare",
+        "--preset",
+        "tiny",
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+        HF_HUB_OFFLINE="1",
     )
     assert result.returncode == 0, result.stderr
     assert "encoder    styleloop/tiny-clip" in result.stdout
