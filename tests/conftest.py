@@ -39,8 +39,8 @@ def synthetic_garment(seed: int, size: int = 224) -> Image.Image:
     image = Image.new("RGB", (size, size), "white")
     draw = ImageDraw.Draw(image)
     colour = tuple(rng.randrange(256) for _ in range(3))
-    x0, y0 = rng.randrange(10, 60), rng.randrange(10, 60)
-    x1, y1 = rng.randrange(150, size - 10), rng.randrange(150, size - 10)
+    x0, y0 = (rng.randrange(size // 20, size // 4) for _ in range(2))
+    x1, y1 = (rng.randrange(size * 2 // 3, size - size // 20) for _ in range(2))
     if seed % 2:
         draw.rectangle((x0, y0, x1, y1), fill=colour)
     else:
@@ -83,3 +83,16 @@ def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         timeout=300,
         env={**os.environ, **env},
     )
+
+
+def error_reason(error: Exception) -> str:
+    """The ``ErrorInfo.reason`` a StyleLoop service attached to a failed RPC."""
+    from google.rpc import error_details_pb2, status_pb2
+
+    for key, value in error.trailing_metadata() or ():  # type: ignore[attr-defined]
+        if key == "grpc-status-details-bin":
+            info = error_details_pb2.ErrorInfo()
+            for detail in status_pb2.Status.FromString(value).details:
+                if detail.Unpack(info):
+                    return str(info.reason)
+    raise AssertionError(f"no ErrorInfo on {error!r}")

@@ -1,0 +1,1 @@
+"""StyleLoop's deployable services, one package each (`python -m services.<name>`)."""

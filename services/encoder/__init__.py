@@ -1,0 +1,1 @@
+"""The encoder service: image and text embeddings of one dual-encoder model."""

@@ -1,0 +1,88 @@
+"""Validation and decoding of untrusted inputs: every bad item becomes an `ItemFailure`.
+
+Nothing here raises for a bad item; the caller gets a per-item failure with a stable
+reason, and the other items of the same request go on.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image
+
+ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
+
+
+@dataclass(frozen=True)
+class ItemFailure:
+    """Why one item of a batch could not be processed."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    max_image_bytes: int
+    max_image_pixels: int
+    max_text_chars: int
+
+
+def decode_image(data: bytes, limits: InputLimits) -> Image.Image | ItemFailure:
+    """Decode JPEG, PNG or WebP bytes fully, refusing what is empty, too large, a
+    decompression bomb, truncated, corrupt or not an image at all."""
+    if not data:
+        return ItemFailure("IMAGE_EMPTY", "the image is empty (0 bytes)")
+    if len(data) > limits.max_image_bytes:
+        return ItemFailure(
+            "IMAGE_TOO_LARGE",
+            f"the image is {len(data)} bytes; the limit is {limits.max_image_bytes}",
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            return _too_many_pixels(None, limits)
+        except Exception:  # noqa: BLE001 - Pillow raises many types for garbage input
+            return ItemFailure("IMAGE_UNREADABLE", "the bytes are not an image in a known format")
+        if image.format not in ALLOWED_FORMATS:
+            return ItemFailure(
+                "IMAGE_FORMAT_UNSUPPORTED",
+                f"{image.format} images are not accepted; send JPEG, PNG or WebP",
+            )
+        width, height = image.size
+        if width * height > limits.max_image_pixels:
+            return _too_many_pixels((width, height), limits)
+        try:
+            image.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            return _too_many_pixels((width, height), limits)
+        except Exception:  # noqa: BLE001 - truncated or corrupt data
+            return ItemFailure("IMAGE_CORRUPT", "the image data is truncated or corrupt")
+    if width < 1 or height < 1:
+        return ItemFailure("IMAGE_CORRUPT", "the image has no pixels")
+    return image
+
+
+def _too_many_pixels(size: tuple[int, int] | None, limits: InputLimits) -> ItemFailure:
+    shown = f"{size[0]}x{size[1]} " if size else ""
+    return ItemFailure(
+        "IMAGE_TOO_MANY_PIXELS",
+        f"the image {shown}has more than {limits.max_image_pixels} pixels",
+    )
+
+
+def check_text(text: str, limits: InputLimits) -> str | ItemFailure:
+    """Accept a text for embedding; texts longer than the model's context are truncated
+    later by the tokenizer, but texts beyond the character limit are refused."""
+    if not text.strip():
+        return ItemFailure("TEXT_EMPTY", "the text is empty")
+    if len(text) > limits.max_text_chars:
+        return ItemFailure(
+            "TEXT_TOO_LONG",
+            f"the text has {len(text)} characters; the limit is {limits.max_text_chars}",
+        )
+    return text
