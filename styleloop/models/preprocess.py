@@ -13,21 +13,20 @@ _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.B
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Apply EXIF orientation and convert to RGB (alpha composited on white)."""
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+    """Apply the EXIF orientation, then convert to RGB — what transformers' ``load_image``
+    does before its image processors run."""
+    return ImageOps.exif_transpose(image).convert("RGB")
 
 
 def preprocess_image(image: Image.Image, params: ImagePreprocessing) -> np.ndarray:
     """One image → float32 [3, H, W]."""
     image = to_rgb(image)
     width, height = image.size
-    scale = params.resize_shortest_edge / min(width, height)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    # The long side is truncated, as transformers' image processors do.
+    short, long = sorted((width, height))
+    new_short = params.resize_shortest_edge
+    new_long = max(1, int(new_short * long / short))
+    size = (new_short, new_long) if width <= height else (new_long, new_short)
     image = image.resize(size, _RESAMPLE[params.resample])
     left = (size[0] - params.crop_width) // 2
     top = (size[1] - params.crop_height) // 2
