@@ -88,6 +88,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_encoder(args: argparse.Namespace) -> int:
+    from services.encoder import bench
+
+    catalog = args.catalog
+    if catalog is None and os.environ.get("STYLELOOP_DATA_DIR"):
+        candidate = Path(os.environ["STYLELOOP_DATA_DIR"])
+        catalog = candidate if candidate.is_dir() else None
+    models_dir = args.models_dir or DEFAULT_MODELS_DIR / "offline"
+    return bench.main(models_dir, catalog, args.requests, args.json, args.max_batch_size)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from styleloop.models.presets import PRESETS
 
@@ -126,6 +137,35 @@ def build_parser() -> argparse.ArgumentParser:
     show = models_commands.add_parser("show", help="summarise the models in a folder")
     show.add_argument("dir", type=Path, help="a folder written by `models prepare`")
     show.set_defaults(func=cmd_models_show)
+
+    bench = commands.add_parser("bench", help="benchmarks that print ratios measured in one run")
+    bench_commands = bench.add_subparsers(dest="bench_command", required=True, metavar="TARGET")
+    bench_encoder = bench_commands.add_parser(
+        "encoder",
+        help="encoder images/s and latency at concurrency 1, 8, 32, batching on vs off",
+        description=(
+            "Starts the encoder as a process on 127.0.0.1 twice (micro-batching off, then on), "
+            "sends a bounded number of one-image requests at concurrency 1, 8 and 32, and "
+            "prints images/s, latency percentiles and the batching speed-up."
+        ),
+    )
+    bench_encoder.add_argument(
+        "--models-dir", type=Path, help="prepared models (default: .models/offline)"
+    )
+    bench_encoder.add_argument(
+        "--catalog",
+        type=Path,
+        help="sample data folder with catalog photos "
+        "(default: $STYLELOOP_DATA_DIR; drawn images when absent)",
+    )
+    bench_encoder.add_argument(
+        "--requests", type=int, default=64, help="requests per concurrency level (default 64)"
+    )
+    bench_encoder.add_argument(
+        "--max-batch-size", type=int, default=32, help="batch cap in batched mode (default 32)"
+    )
+    bench_encoder.add_argument("--json", type=Path, help="also write the figures as JSON")
+    bench_encoder.set_defaults(func=cmd_bench_encoder)
 
     up = commands.add_parser("up", help="check the local setup and start the stack")
     up.add_argument("--preset", choices=PRESETS, default="offline")

@@ -143,6 +143,7 @@ class InProcessBackend(InferenceBackend):
         pad_id: int,
         *,
         max_batch_size: int,
+        max_image_batch_size: int,
         max_wait_s: float,
         max_queue_items: int,
     ) -> None:
@@ -150,16 +151,20 @@ class InProcessBackend(InferenceBackend):
         self.runner = runner
         self.device = runner.device
         self.pad_id = pad_id
-        knobs: dict[str, Any] = {
-            "max_batch_size": max_batch_size,
-            "max_wait_s": max_wait_s,
-            "max_queue_items": max_queue_items,
-        }
+        if max_image_batch_size == 0:
+            max_image_batch_size = max_batch_size if runner.device == "cuda" else 8
+        knobs: dict[str, Any] = {"max_wait_s": max_wait_s, "max_queue_items": max_queue_items}
         self.image_batcher: MicroBatcher[np.ndarray] = MicroBatcher(
-            "image", lambda items: runner.run_images(np.stack(items)), **knobs
+            "image",
+            lambda items: runner.run_images(np.stack(items)),
+            max_batch_size=min(max_image_batch_size, max_batch_size),
+            **knobs,
         )
         self.text_batcher: MicroBatcher[Sequence[int]] = MicroBatcher(
-            "text", lambda items: runner.run_texts(*pad_batch(items, pad_id)), **knobs
+            "text",
+            lambda items: runner.run_texts(*pad_batch(items, pad_id)),
+            max_batch_size=max_batch_size,
+            **knobs,
         )
 
     async def start(self) -> None:

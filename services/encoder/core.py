@@ -176,6 +176,7 @@ def build_backend(settings: EncoderSettings, manifest: Manifest) -> InferenceBac
         runner,
         spec.text.pad_token_id,
         max_batch_size=settings.max_batch_size,
+        max_image_batch_size=settings.max_image_batch_size,
         max_wait_s=settings.max_batch_wait_ms / 1000,
         max_queue_items=settings.max_queue_items,
     )

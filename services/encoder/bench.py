@@ -1,0 +1,297 @@
+"""`styleloop bench encoder`: throughput and latency with micro-batching on and off.
+
+Starts the encoder as a real process on 127.0.0.1 for each mode, drives it with
+concurrent gRPC clients from this process (a bounded number of requests, one image
+each), and prints images/s and latency percentiles per concurrency, then the batching
+speed-up at the highest concurrency as a ratio measured in the same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from styleloop.v1 import encoder_pb2, encoder_pb2_grpc
+
+
+@dataclass
+class Measurement:
+    modality: str
+    mode: str
+    concurrency: int
+    requests: int
+    items_per_s: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _wait_serving(address: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"the encoder exited with code {process.returncode}")
+            try:
+                response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.2)
+    raise TimeoutError(f"the encoder at {address} did not become ready in {timeout} s")
+
+
+TEXTS = [
+    "red floral summer dress",
+    "black leather ankle boots",
+    "navy striped cotton shirt",
+    "white sneakers for running",
+    "a gold clutch for a party",
+    "grey wool winter coat",
+    "blue slim fit jeans",
+    "what goes with this denim jacket?",
+]
+
+
+async def _drive(
+    address: str, modality: str, images: Sequence[bytes], concurrency: int, requests: int
+) -> tuple[float, list[float]]:
+    """Send ``requests`` one-item requests from ``concurrency`` workers; elapsed, latencies."""
+    latencies: list[float] = []
+    next_index = 0
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = encoder_pb2_grpc.EncoderServiceStub(channel)
+
+        async def call(index: int) -> encoder_pb2.EmbeddingResult:
+            if modality == "image":
+                request = encoder_pb2.EmbedImagesRequest(images=[images[index % len(images)]])
+                image_response = await stub.EmbedImages(request, timeout=60)
+                return image_response.results[0]  # type: ignore[no-any-return]
+            text = f"{TEXTS[index % len(TEXTS)]} {index}"
+            response = await stub.EmbedTexts(
+                encoder_pb2.EmbedTextsRequest(texts=[text]), timeout=60
+            )
+            return response.results[0]  # type: ignore[no-any-return]
+
+        async def worker() -> None:
+            nonlocal next_index
+            while next_index < requests:
+                index = next_index
+                next_index += 1
+                started = time.perf_counter()
+                result = await call(index)
+                latencies.append(time.perf_counter() - started)
+                if result.WhichOneof("result") != "embedding":
+                    raise RuntimeError(f"embedding failed: {result.error}")
+
+        await call(0)  # warm-up, not counted
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return elapsed, latencies
+
+
+async def run_mode(
+    mode: str,
+    models_dir: Path,
+    images: Sequence[bytes],
+    concurrencies: Sequence[int],
+    requests_per_level: int,
+    max_batch_size: int,
+) -> list[Measurement]:
+    """Start the encoder with batching on ("batched", the shipped defaults) or off."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "MODELS_DIR": str(models_dir),
+        "GRPC_HOST": "127.0.0.1",
+        "GRPC_PORT": str(port),
+        "METRICS_PORT": "-1",
+        "LOG_LEVEL": "WARNING",
+        "MAX_BATCH_SIZE": str(max_batch_size if mode == "batched" else 1),
+        "MAX_IMAGE_BATCH_SIZE": os.environ.get("MAX_IMAGE_BATCH_SIZE", "0"),
+    }
+    if mode == "unbatched":
+        env["MAX_BATCH_WAIT_MS"] = "0"
+    process = subprocess.Popen([sys.executable, "-m", "services.encoder"], env=env)
+    address = f"127.0.0.1:{port}"
+    results = []
+    try:
+        await _wait_serving(address, process, timeout=120)
+        for modality in ("image", "text"):
+            for concurrency in concurrencies:
+                count = max(requests_per_level, concurrency * 4)
+                elapsed, latencies = await _drive(address, modality, images, concurrency, count)
+                ms = np.asarray(latencies) * 1000
+                results.append(
+                    Measurement(
+                        modality=modality,
+                        mode=mode,
+                        concurrency=concurrency,
+                        requests=count,
+                        items_per_s=count / elapsed,
+                        p50_ms=float(np.percentile(ms, 50)),
+                        p95_ms=float(np.percentile(ms, 95)),
+                        p99_ms=float(np.percentile(ms, 99)),
+                    )
+                )
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    return results
+
+
+def load_images(catalog: Path | None, count: int) -> list[bytes]:
+    """Real catalog photos when a catalog is given, else drawn garments (PNG)."""
+    if catalog is not None:
+        folder = (
+            catalog / "fashion-product-images"
+            if (catalog / "fashion-product-images").is_dir()
+            else catalog
+        )
+        rows = [json.loads(line) for line in (folder / "products.jsonl").open(encoding="utf-8")]
+        return [(folder / row["image"]).read_bytes() for row in rows[:count]]
+    import io
+
+    from PIL import Image, ImageDraw
+
+    images = []
+    for i in range(count):
+        image = Image.new("RGB", (224, 224), "white")
+        ImageDraw.Draw(image).rectangle(
+            (20 + i % 50, 30, 200, 210 - i % 40), fill=(i * 37 % 256, 90, 160)
+        )
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        images.append(buffer.getvalue())
+    return images
+
+
+def format_table(results: Sequence[Measurement]) -> list[str]:
+    lines = [
+        f"{'modality':<9}{'mode':<10}{'conc':>5}{'reqs':>6}{'items/s':>9}"
+        f"{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
+    ]
+    for r in sorted(results, key=lambda r: (r.modality, r.mode == "batched", r.concurrency)):
+        lines.append(
+            f"{r.modality:<9}{r.mode:<10}{r.concurrency:>5}{r.requests:>6}{r.items_per_s:>9.1f}"
+            f"{r.p50_ms:>9.1f}{r.p95_ms:>9.1f}{r.p99_ms:>9.1f}"
+        )
+    return lines
+
+
+def speedup(results: Sequence[Measurement], modality: str, concurrency: int) -> float:
+    rates = {
+        r.mode: r.items_per_s
+        for r in results
+        if r.concurrency == concurrency and r.modality == modality
+    }
+    return rates["batched"] / rates["unbatched"]
+
+
+def inference_only_ratio(models_dir: Path, onnx: str, feeds: dict[str, np.ndarray]) -> float:
+    """Items/s of ONNX Runtime calls on 32 items over calls on one item: what batching can
+    gain on this hardware before any serving overhead."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(models_dir / onnx), providers=["CPUExecutionProvider"])
+    single = {name: value[:1] for name, value in feeds.items()}
+    rates = []
+    for inputs, items in ((single, 1), (feeds, 32)):
+        session.run(None, inputs)
+        calls = 64 // items
+        started = time.perf_counter()
+        for _ in range(calls):
+            session.run(None, inputs)
+        rates.append(calls * items / (time.perf_counter() - started))
+    return rates[1] / rates[0]
+
+
+async def benchmark(
+    models_dir: Path,
+    catalog: Path | None,
+    concurrencies: Sequence[int] = (1, 8, 32),
+    requests_per_level: int = 64,
+    max_batch_size: int = 32,
+) -> list[Measurement]:
+    images = load_images(catalog, 64)
+    results: list[Measurement] = []
+    for mode in ("unbatched", "batched"):
+        results += await run_mode(
+            mode, models_dir, images, concurrencies, requests_per_level, max_batch_size
+        )
+    return results
+
+
+def main(
+    models_dir: Path,
+    catalog: Path | None,
+    requests: int,
+    json_out: Path | None,
+    max_batch_size: int = 32,
+) -> int:
+    from styleloop.models.manifest import load_manifest
+
+    manifest = load_manifest(models_dir)
+    if manifest is None or manifest.encoder is None:
+        sys.stderr.write(f"no encoder in {models_dir}; run `styleloop models prepare` first\n")
+        return 2
+    spec = manifest.encoder
+    results = asyncio.run(
+        benchmark(models_dir, catalog, requests_per_level=requests, max_batch_size=max_batch_size)
+    )
+    height, width = spec.image.preprocessing.crop_height, spec.image.preprocessing.crop_width
+    rng = np.random.default_rng(0)
+    raw = {
+        "image": inference_only_ratio(
+            models_dir,
+            spec.image.onnx,
+            {"pixel_values": rng.standard_normal((32, 3, height, width), dtype=np.float32)},
+        ),
+        "text": inference_only_ratio(
+            models_dir,
+            spec.text.onnx,
+            {
+                "input_ids": rng.integers(1000, 2000, (32, 16)),
+                "attention_mask": np.ones((32, 16), np.int64),
+            },
+        ),
+    }
+    out = sys.stdout
+    out.write(
+        f"encoder benchmark: {spec.model_id} (preset {manifest.preset}), onnxruntime, "
+        f"{os.cpu_count()} CPUs, {'catalog photos' if catalog else 'drawn images'}\n"
+    )
+    for line in format_table(results):
+        out.write(line + "\n")
+    top = max(r.concurrency for r in results)
+    for modality in ("image", "text"):
+        out.write(
+            f"{modality}: batching speed-up at concurrency {top}: "
+            f"{speedup(results, modality, top):.2f}x served "
+            f"(ONNX Runtime alone, batch 32 vs 1: {raw[modality]:.2f}x)\n"
+        )
+    if json_out is not None:
+        payload = {"measurements": [asdict(r) for r in results], "inference_only_ratio": raw}
+        json_out.write_text(json.dumps(payload, indent=2) + "\n")
+    return 0
