@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from services.encoder.config import EncoderSettings
 from services.encoder.core import build_encoder
 from services.encoder.servicer import SERVICE_NAME, register
 from styleloop.runtime.logging import configure
-from styleloop.runtime.server import serve
+from styleloop.runtime.server import run, serve
 from styleloop.runtime.settings import load_settings
 
 
@@ -23,4 +21,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run(main)

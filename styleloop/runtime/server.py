@@ -14,7 +14,7 @@ import logging
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -289,3 +289,16 @@ async def serve(
         await server.run_until_signal()
     finally:
         await server.stop()
+
+
+def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run a service's ``main`` coroutine: the entry point of ``python -m services.<svc>``.
+
+    A domain error while starting (say, no models where the settings point) ends the
+    process with one log line and exit code 2 instead of a traceback.
+    """
+    try:
+        asyncio.run(main())
+    except StyleLoopError as exc:
+        log.error("cannot start: %s", exc.message, extra={"reason": exc.reason})
+        raise SystemExit(2) from None

@@ -14,7 +14,7 @@ import grpc
 
 from styleloop.runtime.errors import NotFound
 from styleloop.runtime.logging import configure
-from styleloop.runtime.server import serve
+from styleloop.runtime.server import run, serve
 from styleloop.runtime.settings import ServiceSettings, load_settings
 from styleloop.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc
 
@@ -61,4 +61,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run(main)
