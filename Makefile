@@ -15,7 +15,9 @@ export STYLELOOP_DATA_DIR ?= $(abspath ../shared/data)
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-install: $(VENV)/.installed ## Create .venv and install StyleLoop with every extra (CPU torch).
+TRITON_VENV ?= .venv-triton
+
+install: $(VENV)/.installed $(TRITON_VENV)/.installed ## Create .venv (StyleLoop, every extra, CPU torch) and .venv-triton.
 
 # torch is installed first and pinned, so that no dependency pulls a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml
@@ -23,6 +25,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[all]'
+	touch $@
+
+# A local Triton server (the nvidia-pytriton wheel ships tritonserver) needs its own
+# environment: numpy < 2 and protobuf < 7. See services/encoder/triton_server.py.
+$(TRITON_VENV)/.installed:
+	test -x $(TRITON_VENV)/bin/python || python3 -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(TRITON_VENV)/bin/python -m pip install --quiet 'nvidia-pytriton==0.7.0' 'numpy<2' 'protobuf<7' 'onnxruntime<1.21'
 	touch $@
 
 protos: $(VENV)/.installed ## Regenerate styleloop/v1 stubs (with .pyi) from protos/.
@@ -39,8 +49,8 @@ format: $(VENV)/.installed ## Apply ruff's fixes and formatting.
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-test: $(VENV)/.installed ## Run the whole test suite (unit + integration, CPU only).
-	$(PY) -m pytest -q --timeout 900
+test: install ## Run the whole test suite (unit + integration, CPU only).
+	STYLELOOP_TRITON_PYTHON=$(abspath $(TRITON_VENV))/bin/python $(PY) -m pytest -q --timeout 900
 
 test-fast: $(VENV)/.installed ## Tests without the slow ones (real pretrained weights).
 	$(PY) -m pytest -q -m 'not slow' --timeout 300

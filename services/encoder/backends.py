@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -202,13 +204,20 @@ class TritonBackend(InferenceBackend):
         import tritonclient.grpc.aio as triton
 
         self._client = triton.InferenceServerClient(self.url)
+        # Triton may be starting beside us: wait for both models up to the timeout.
+        deadline = time.monotonic() + self.timeout_s
         for model in (self.manifest.image.triton_model, self.manifest.text.triton_model):
-            try:
-                ready = await self._client.is_model_ready(model, client_timeout=self.timeout_s)
-            except Exception as exc:  # noqa: BLE001 - any transport failure
-                raise Unavailable(f"Triton at {self.url} is unreachable: {exc}") from exc
-            if not ready:
-                raise Unavailable(f"Triton at {self.url} does not serve {model!r}")
+            problem = ""
+            while True:
+                try:
+                    if await self._client.is_model_ready(model, client_timeout=self.timeout_s):
+                        break
+                    problem = f"Triton at {self.url} does not serve {model!r}"
+                except Exception as exc:  # noqa: BLE001 - any transport failure
+                    problem = f"Triton at {self.url} is unreachable: {exc}"
+                if time.monotonic() > deadline:
+                    raise Unavailable(problem)
+                await asyncio.sleep(0.5)
 
     async def stop(self) -> None:
         if self._client is not None:

@@ -37,7 +37,12 @@ async def start_encoder(settings: EncoderSettings) -> tuple[GrpcServer, object]:
     encoder = build_encoder(settings)
     server = GrpcServer(settings, register(encoder), [SERVICE_NAME])
     await server.start()
-    await encoder.start()
+    try:
+        await encoder.start()
+    except BaseException:
+        await server.stop(grace=0)
+        await encoder.stop()
+        raise
     await server.set_ready()
     return server, encoder
 
