@@ -17,6 +17,16 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Models of the tiny preset, prepared once per test session."""
+    from styleloop.models.prepare import prepare
+
+    out = tmp_path_factory.mktemp("tiny-models")
+    prepare("tiny", out, progress=False)
+    return out
+
+
 @pytest.fixture
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""

@@ -14,17 +14,9 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2
 
-from styleloop.models.prepare import prepare
 from styleloop.v1 import encoder_pb2, encoder_pb2_grpc
 from tests.conftest import ROOT, catalog_images, encode_png
 from tests.unit.runtime.test_server import wait_for_health
-
-
-@pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("tiny")
-    prepare("tiny", out, progress=False)
-    return out
 
 
 def start(env: dict[str, str]) -> subprocess.Popen[str]:

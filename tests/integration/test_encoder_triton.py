@@ -21,7 +21,6 @@ import grpc
 import numpy as np
 import pytest
 
-from styleloop.models.prepare import prepare
 from styleloop.v1 import encoder_pb2, encoder_pb2_grpc
 from tests.conftest import ROOT, catalog_images, encode_png
 from tests.unit.encoder.conftest import encoder_settings, start_encoder
@@ -49,10 +48,8 @@ def triton_python() -> str:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("tiny")
-    prepare("tiny", out, progress=False)
-    return out
+def models(tiny_models: Path) -> Path:
+    return tiny_models
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,7 @@ import pytest
 from services.encoder.config import EncoderSettings
 from services.encoder.core import build_encoder
 from services.encoder.servicer import SERVICE_NAME, register
-from styleloop.models.prepare import prepare
 from styleloop.runtime.server import GrpcServer
-
-
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("tiny-models")
-    prepare("tiny", out, progress=False)
-    return out
 
 
 def encoder_settings(models_dir: Path, **overrides) -> EncoderSettings:

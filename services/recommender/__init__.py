@@ -1,0 +1,1 @@
+"""The recommender service: the catalog and user state in Qdrant."""

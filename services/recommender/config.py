@@ -1,0 +1,27 @@
+"""The recommender's settings: the only place it reads the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from styleloop.runtime.settings import ServiceSettings
+
+
+class RecommenderSettings(ServiceSettings):
+    service_name: str = "recommender"
+    encoder_addr: str = Field(description="host:port of the encoder service.")
+    encoder_timeout_s: float = Field(default=10.0, gt=0)
+    encoder_wait_s: float = Field(default=60.0, ge=0, description="How long start-up waits.")
+    store_backend: Literal["edge", "qdrant"] = "edge"
+    data_dir: Path = Field(default=Path(".data/recommender"), description="Qdrant Edge shards.")
+    qdrant_url: str = Field(
+        default=":memory:", description="Qdrant server URL, or ':memory:' / a path (local mode)."
+    )
+    default_page_size: int = Field(default=20, ge=1)
+    max_page_size: int = Field(default=100, ge=1)
+    max_upsert_items: int = Field(default=256, ge=1)
+    near_duplicate_threshold: float = Field(default=0.95, gt=0, le=1)
+    fusion_depth: int = Field(default=100, ge=1, description="Candidates per vector before RRF.")

@@ -1,0 +1,563 @@
+"""The recommender's domain logic, free of gRPC.
+
+Items are dicts with the fields of ``styleloop.v1.Item`` (times as Unix seconds); the
+servicer converts. Every list is paginated with an opaque token and filtered.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from prometheus_client import Gauge, Histogram
+
+from services.recommender.clients.encoder import EmbedFailure, EncoderClient, EncoderModel
+from services.recommender.config import RecommenderSettings
+from services.recommender.store import ClientStore, EdgeStore, Filters, Stored, VectorStore
+from styleloop.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+
+RESULTS = Histogram(
+    "recommender_results_returned",
+    "Items returned by one list RPC.",
+    ["rpc"],
+    buckets=(0, 1, 5, 10, 20, 50, 100),
+)
+STORE_LATENCY = Histogram(
+    "recommender_store_seconds",
+    "Latency of vector store calls, in seconds.",
+    ["operation"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+COLLECTION_SIZE = Gauge("recommender_collection_items", "Items in the active collection.")
+
+ITEM_FIELDS = (
+    "item_id",
+    "title",
+    "description",
+    "brand",
+    "category",
+    "article_type",
+    "colour",
+    "season",
+    "usage",
+    "gender",
+    "price",
+    "currency_code",
+    "in_stock",
+    "image_uri",
+    "caption",
+    "attributes",
+)
+KINDS = ("impression", "click", "like", "reject", "purchase")
+
+
+@dataclass
+class UpsertInput:
+    item: dict[str, Any]
+    image: bytes = b""
+    image_vector: list[float] = field(default_factory=list)
+    caption_vector: list[float] = field(default_factory=list)
+    model_version: str = ""
+
+
+@dataclass
+class Page:
+    items: list[tuple[dict[str, Any], float]]
+    next_token: str
+
+
+def collection_name(prefix: str, model: EncoderModel) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", model.model_id.lower()).strip("-")
+    return f"{prefix}-{slug}-{model.model_version}"
+
+
+def content_hash(item: dict[str, Any], image_digest: str) -> str:
+    body = json.dumps({k: item.get(k) for k in ITEM_FIELDS}, sort_keys=True, default=str)
+    return hashlib.sha256((body + image_digest).encode()).hexdigest()
+
+
+class Paging:
+    """Page sizes and opaque tokens (an offset, base64-encoded)."""
+
+    def __init__(self, default: int, maximum: int) -> None:
+        self.default, self.maximum = default, maximum
+
+    def parse(self, page_size: int, token: str) -> tuple[int, int]:
+        if page_size < 0:
+            raise InvalidArgument(
+                f"page_size must not be negative (got {page_size})", reason="BAD_PAGE_SIZE"
+            )
+        if page_size > self.maximum:
+            raise InvalidArgument(
+                f"page_size {page_size} is over the maximum {self.maximum}", reason="BAD_PAGE_SIZE"
+            )
+        offset = 0
+        if token:
+            try:
+                offset = int(base64.urlsafe_b64decode(token.encode()).decode().removeprefix("o:"))
+            except (ValueError, binascii.Error, UnicodeDecodeError):
+                raise InvalidArgument(
+                    "page_token is not one this service issued", reason="BAD_PAGE_TOKEN"
+                ) from None
+            if offset < 0:
+                raise InvalidArgument(
+                    "page_token is not one this service issued", reason="BAD_PAGE_TOKEN"
+                )
+        return page_size or self.default, offset
+
+    @staticmethod
+    def token(offset: int) -> str:
+        return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode()
+
+
+def check_filters(filters: Filters) -> Filters:
+    for bound in (filters.min_price, filters.max_price):
+        if bound is not None and (bound < 0 or not np.isfinite(bound)):
+            raise InvalidArgument(
+                f"price bounds must be finite and not negative (got {bound})", reason="BAD_FILTER"
+            )
+    if (
+        filters.min_price is not None
+        and filters.max_price is not None
+        and filters.min_price > filters.max_price
+    ):
+        raise InvalidArgument(
+            f"min_price {filters.min_price} is above max_price {filters.max_price}",
+            reason="BAD_FILTER",
+        )
+    return filters
+
+
+def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    va, vb = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    denominator = float(np.linalg.norm(va) * np.linalg.norm(vb)) or 1.0
+    return float(va @ vb) / denominator
+
+
+class Recommender:
+    def __init__(
+        self,
+        settings: RecommenderSettings,
+        encoder: EncoderClient,
+        model: EncoderModel,
+        items: VectorStore,
+        users: VectorStore,
+    ) -> None:
+        self.settings = settings
+        self.encoder = encoder
+        self.model = model
+        self.items = items
+        self.users = users
+        self.paging = Paging(settings.default_page_size, settings.max_page_size)
+        self._closed = False
+        COLLECTION_SIZE.set(items.count())
+
+    async def close(self) -> None:
+        """Flush and release the stores and the encoder channel; safe to call again."""
+        if self._closed:
+            return
+        self._closed = True
+        self.items.close()
+        self.users.close()
+        await self.encoder.close()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _timed(self, operation: str, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        with STORE_LATENCY.labels(operation).time():
+            return fn(*args, **kwargs)  # type: ignore[no-any-return]
+
+    def _page(self, rpc: str, results: list[Stored], limit: int, offset: int) -> Page:
+        """``results`` holds up to limit + 1 rows: one more says another page exists."""
+        more = len(results) > limit
+        rows = results[:limit]
+        RESULTS.labels(rpc).observe(len(rows))
+        token = self.paging.token(offset + limit) if more else ""
+        return Page([(self._item(r.payload), r.score) for r in rows], token)
+
+    @staticmethod
+    def _item(payload: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in payload.items() if k != "key"}
+
+    def _check_dim(self, vector: Sequence[float], want: int, what: str, item_id: str) -> None:
+        if len(vector) != want:
+            raise InvalidArgument(
+                f"item {item_id!r}: {what} has {len(vector)} dimensions; the encoder model "
+                f"{self.model.model_id} v{self.model.model_version} gives {want}",
+                reason="VECTOR_DIMENSION_MISMATCH",
+            )
+
+    def _vectors_of(self, item_ids: Sequence[str], what: str) -> list[Stored]:
+        found: list[Stored] = self._timed("retrieve", self.items.get, list(item_ids), True)
+        missing = sorted(set(item_ids) - {s.key for s in found})
+        if missing:
+            raise NotFound(
+                f"no {what} with id {', '.join(map(repr, missing))}",
+                reason="ITEM_NOT_FOUND",
+                metadata={"item_id": missing[0]},
+            )
+        return found
+
+    # ------------------------------------------------------------------ catalog
+
+    async def upsert(self, inputs: list[UpsertInput]) -> list[tuple[str, str, EmbedFailure | None]]:
+        """Returns (item_id, outcome, failure) per input: created, updated, unchanged, failed."""
+        if not inputs:
+            raise InvalidArgument("no items given", reason="NO_ITEMS")
+        if len(inputs) > self.settings.max_upsert_items:
+            raise InvalidArgument(
+                f"{len(inputs)} items in one request; "
+                f"the limit is {self.settings.max_upsert_items}",
+                reason="TOO_MANY_ITEMS",
+            )
+        seen: set[str] = set()
+        for entry in inputs:  # validate everything before writing anything
+            item_id = str(entry.item.get("item_id", "")).strip()
+            if not item_id:
+                raise InvalidArgument("every item needs an item_id", reason="MISSING_ITEM_ID")
+            if item_id in seen:
+                raise InvalidArgument(f"item {item_id!r} appears twice", reason="DUPLICATE_ITEM_ID")
+            seen.add(item_id)
+            price = float(entry.item.get("price") or 0.0)
+            if price < 0 or not np.isfinite(price):
+                raise InvalidArgument(f"item {item_id!r}: bad price {price}", reason="BAD_PRICE")
+            if entry.image_vector or entry.caption_vector:
+                if entry.model_version != self.model.model_version:
+                    raise InvalidArgument(
+                        f"item {item_id!r}: vectors of model version "
+                        f"{entry.model_version or '(none)'} cannot join the collection of "
+                        f"{self.model.model_version}",
+                        reason="MODEL_VERSION_MISMATCH",
+                    )
+                self._check_dim(
+                    entry.image_vector, self.model.image_dimension, "image_embedding", item_id
+                )
+                if entry.caption_vector:
+                    self._check_dim(
+                        entry.caption_vector,
+                        self.model.text_dimension,
+                        "caption_embedding",
+                        item_id,
+                    )
+            elif not entry.image:
+                raise InvalidArgument(
+                    f"item {item_id!r} has neither an image nor an image_embedding",
+                    reason="MISSING_IMAGE",
+                )
+
+        need_image = [i for i, e in enumerate(inputs) if not e.image_vector]
+        image_vectors: dict[int, list[float] | EmbedFailure] = {}
+        if need_image:
+            embedded = await self.encoder.embed_images([inputs[i].image for i in need_image])
+            image_vectors = dict(zip(need_image, embedded, strict=True))
+        need_caption = [i for i, e in enumerate(inputs) if not e.caption_vector]
+        caption_vectors: dict[int, list[float] | EmbedFailure] = {}
+        if need_caption:
+            texts = [
+                str(
+                    inputs[i].item.get("caption")
+                    or inputs[i].item.get("title")
+                    or inputs[i].item["item_id"]
+                )
+                for i in need_caption
+            ]
+            caption_vectors = dict(
+                zip(need_caption, await self.encoder.embed_texts(texts), strict=True)
+            )
+
+        existing = {
+            s.key: s
+            for s in self._timed(
+                "retrieve", self.items.get, [str(e.item["item_id"]) for e in inputs]
+            )
+        }
+        now = time.time()
+        writes: list[Stored] = []
+        results: list[tuple[str, str, EmbedFailure | None]] = []
+        for i, entry in enumerate(inputs):
+            item_id = str(entry.item["item_id"]).strip()
+            image_vector = entry.image_vector or image_vectors[i]
+            caption_vector = entry.caption_vector or caption_vectors.get(i, [])
+            failure = next(
+                (v for v in (image_vector, caption_vector) if isinstance(v, EmbedFailure)), None
+            )
+            if failure is not None:
+                results.append((item_id, "failed", failure))
+                continue
+            assert not isinstance(image_vector, EmbedFailure)
+            assert not isinstance(caption_vector, EmbedFailure)
+            digest = hashlib.sha256(
+                entry.image or np.asarray(image_vector, np.float32).tobytes()
+            ).hexdigest()
+            item = {k: entry.item.get(k) for k in ITEM_FIELDS if k in entry.item}
+            item["item_id"] = item_id
+            item_hash = content_hash(item, digest)
+            old = existing.get(item_id)
+            if old is not None and old.payload.get("content_hash") == item_hash:
+                results.append((item_id, "unchanged", None))
+                continue
+            payload = {
+                **item,
+                "content_hash": item_hash,
+                "create_time": old.payload.get("create_time", now) if old else now,
+                "update_time": now,
+            }
+            writes.append(
+                Stored(item_id, payload, {"image": image_vector, "caption": caption_vector})
+            )
+            results.append((item_id, "updated" if old else "created", None))
+        if writes:
+            self._timed("upsert", self.items.upsert, writes)
+            COLLECTION_SIZE.set(self.items.count())
+        return results
+
+    def delete(self, item_ids: list[str]) -> tuple[list[str], list[str]]:
+        if not item_ids:
+            raise InvalidArgument("no item ids given", reason="NO_ITEMS")
+        present = {s.key for s in self._timed("retrieve", self.items.get, item_ids)}
+        deleted = [i for i in item_ids if i in present]
+        if deleted:
+            self._timed("delete", self.items.delete, deleted)
+            COLLECTION_SIZE.set(self.items.count())
+        return deleted, [i for i in item_ids if i not in present]
+
+    def get(self, item_id: str) -> dict[str, Any]:
+        return self._item(self._vectors_of([item_id], "item")[0].payload)
+
+    def list_items(self, filters: Filters, page_size: int, token: str) -> Page:
+        limit, offset = self.paging.parse(page_size, token)
+        rows = self._timed("scroll", self.items.scroll, check_filters(filters), limit + 1, offset)
+        return self._page("ListItems", rows, limit, offset)
+
+    # ------------------------------------------------------------------ search
+
+    async def _embed_one(self, kind: str, value: Any) -> list[float]:
+        call = self.encoder.embed_images if kind == "image" else self.encoder.embed_texts
+        result = (await call([value]))[0]
+        if isinstance(result, EmbedFailure):
+            raise InvalidArgument(result.message, reason=result.reason)
+        return result
+
+    async def search_by_image(self, image: bytes, filters: Filters, size: int, token: str) -> Page:
+        limit, offset = self.paging.parse(size, token)
+        if not image:
+            raise InvalidArgument("the image is empty", reason="IMAGE_EMPTY")
+        vector = await self._embed_one("image", image)
+        rows = self._timed(
+            "query", self.items.nearest, "image", vector, check_filters(filters), limit + 1, offset
+        )
+        return self._page("SearchByImage", rows, limit, offset)
+
+    async def search_by_text(self, query: str, filters: Filters, size: int, token: str) -> Page:
+        limit, offset = self.paging.parse(size, token)
+        if not query.strip():
+            raise InvalidArgument("the query is empty", reason="TEXT_EMPTY")
+        vector = await self._embed_one("text", query)
+        check_filters(filters)
+        if self.model.shared_space:
+            # Text against image vectors and against caption vectors, fused by RRF.
+            rows = self._timed(
+                "query",
+                self.items.fused,
+                [("image", vector), ("caption", vector)],
+                filters,
+                limit + 1,
+                offset,
+                max(self.settings.fusion_depth, offset + limit + 1),
+            )
+        else:
+            rows = self._timed(
+                "query", self.items.nearest, "caption", vector, filters, limit + 1, offset
+            )
+        return self._page("SearchByText", rows, limit, offset)
+
+    def similar(self, item_id: str, filters: Filters, size: int, token: str) -> Page:
+        limit, offset = self.paging.parse(size, token)
+        source = self._vectors_of([item_id], "item")[0]
+        filters = check_filters(filters)
+        filters.excluded_ids = [*filters.excluded_ids, item_id]
+        rows = self._timed(
+            "query",
+            self.items.nearest,
+            "image",
+            source.vectors["image"],
+            filters,
+            limit + 1,
+            offset,
+        )
+        return self._page("GetSimilarItems", rows, limit, offset)
+
+    def complete_outfit(
+        self, item_ids: list[str], wanted: str, filters: Filters, size: int, token: str
+    ) -> Page:
+        """Candidates of ``wanted`` ranked by the sum of their similarity to every piece of
+        the outfit (Qdrant's sum-scores recommend), not by closeness to any one piece."""
+        limit, offset = self.paging.parse(size, token)
+        if not item_ids:
+            raise InvalidArgument("an outfit needs at least one item", reason="NO_ITEMS")
+        if not wanted.strip():
+            raise InvalidArgument("wanted_category is empty", reason="BAD_FILTER")
+        outfit = self._vectors_of(item_ids, "outfit item")
+        filters = check_filters(filters)
+        filters.keywords = {**filters.keywords, "category": [wanted]}
+        filters.excluded_ids = [*filters.excluded_ids, *item_ids]
+        rows = self._timed(
+            "query",
+            self.items.recommend,
+            "image",
+            [s.vectors["image"] for s in outfit],
+            [],
+            filters,
+            limit + 1,
+            offset,
+            "sum_scores",
+        )
+        return self._page("CompleteOutfit", rows, limit, offset)
+
+    # ------------------------------------------------------------------ users
+
+    def _user(self, user_id: str) -> dict[str, Any]:
+        if not user_id.strip():
+            raise InvalidArgument("user_id is empty", reason="MISSING_USER_ID")
+        found = self._timed("retrieve", self.users.get, [user_id])
+        state = found[0].payload if found else {}
+        return {
+            "user_id": user_id,
+            **{kind: dict(state.get(kind, {})) for kind in ("like", "reject", "purchase")},
+            "events": list(state.get("events", [])),
+        }
+
+    def record(
+        self, user_id: str, item_id: str, kind: str, when: float | None, event_id: str
+    ) -> bool:
+        """Apply one interaction at once; an event id seen before changes nothing."""
+        if kind not in KINDS:
+            raise InvalidArgument(f"unknown interaction kind {kind!r}", reason="BAD_KIND")
+        self._vectors_of([item_id], "item")
+        state = self._user(user_id)
+        if event_id and event_id in state["events"]:
+            return False
+        when = when or time.time()
+        if kind in ("like", "reject", "purchase"):
+            state[kind][item_id] = max(when, state[kind].get(item_id, 0.0))
+            if kind == "like":
+                state["reject"].pop(item_id, None)
+            if kind == "reject":
+                state["like"].pop(item_id, None)
+        if event_id:
+            state["events"] = [*state["events"], event_id][-1000:]
+        self._timed("upsert", self.users.upsert, [Stored(user_id, state, {})])
+        return True
+
+    def user_state(self, user_id: str) -> dict[str, list[tuple[str, float]]]:
+        state = self._user(user_id)
+        return {
+            kind: sorted(state[kind].items(), key=lambda kv: -kv[1])
+            for kind in ("like", "reject", "purchase")
+        }
+
+    def recommendations(
+        self,
+        user_id: str,
+        positive_ids: list[str],
+        negative_ids: list[str],
+        filters: Filters,
+        size: int,
+        token: str,
+    ) -> Page:
+        """Qdrant recommend (best score): the user's likes (and explicit positives) pull, their
+        rejections (and explicit negatives) push away; rejected and bought items never come
+        back, and neither do near-duplicates of rejected ones."""
+        limit, offset = self.paging.parse(size, token)
+        state = self._user(user_id)
+        filters = check_filters(filters)
+        positives = list(dict.fromkeys([*state["like"], *positive_ids]))
+        negatives = list(dict.fromkeys([*state["reject"], *negative_ids]))
+        known = self._timed("retrieve", self.items.get, positives + negatives, True)
+        vectors = {s.key: s.vectors["image"] for s in known}
+        missing = sorted(set(positive_ids + negative_ids) - set(vectors))
+        if missing:
+            raise NotFound(f"no item with id {missing[0]!r}", reason="ITEM_NOT_FOUND")
+        pos = [vectors[i] for i in positives if i in vectors]
+        neg = [vectors[i] for i in negatives if i in vectors]
+        filters.excluded_ids = list(
+            dict.fromkeys(
+                [
+                    *filters.excluded_ids,
+                    *state["reject"],
+                    *state["purchase"],
+                    *negative_ids,
+                    *positives,
+                ]
+            )
+        )
+        wanted = offset + limit + 1
+        depth = wanted * 3 + len(neg) * 5
+        if pos or neg:
+            candidates = self._timed(
+                "query",
+                self.items.recommend,
+                "image",
+                pos or [],
+                neg,
+                filters,
+                depth,
+                0,
+                "best_score",
+                True,
+            )
+        else:
+            candidates = self._timed("scroll", self.items.scroll, filters, depth, 0)
+        threshold = self.settings.near_duplicate_threshold
+        kept = (
+            [
+                c
+                for c in candidates
+                if not any(_cosine(c.vectors.get("image", []), v) >= threshold for v in neg)
+            ]
+            if neg
+            else candidates
+        )
+        rows = kept[offset : offset + limit + 1]
+        return self._page("GetRecommendations", rows, limit, offset)
+
+
+async def build_recommender(settings: RecommenderSettings) -> Recommender:
+    """Connect to the encoder, then open (or create) the collections of its model."""
+    encoder = EncoderClient(settings.encoder_addr, settings.encoder_timeout_s)
+    model = await encoder.connect(settings.encoder_wait_s)
+    if model.image_dimension <= 0:
+        raise FailedPrecondition(f"the encoder model {model.model_id} has no image tower")
+    vectors = {"image": model.image_dimension, "caption": model.text_dimension}
+    items_name, users_name = collection_name("items", model), collection_name("users", model)
+    items: VectorStore
+    users: VectorStore
+    if settings.store_backend == "edge":
+        items = EdgeStore(settings.data_dir / items_name, vectors)
+        users = EdgeStore(
+            settings.data_dir / users_name, {"preference": model.image_dimension}, indexed=False
+        )
+    else:
+        from qdrant_client import QdrantClient
+
+        url = settings.qdrant_url
+        client = (
+            QdrantClient(url=url)
+            if url.startswith(("http://", "https://"))
+            else QdrantClient(location=url)
+            if url == ":memory:"
+            else QdrantClient(path=url)
+        )
+        items = ClientStore(client, items_name, vectors)
+        users = ClientStore(
+            client, users_name, {"preference": model.image_dimension}, indexed=False
+        )
+    return Recommender(settings, encoder, model, items, users)

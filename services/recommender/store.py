@@ -1,0 +1,435 @@
+"""Vector storage behind one small interface, with two adapters.
+
+* :class:`EdgeStore` — Qdrant Edge (``qdrant-edge-py``): the real Qdrant engine embedded
+  in-process, on disk (HNSW, payload indexes, recommend queries). The local default.
+* :class:`ClientStore` — ``qdrant-client``: a Qdrant server over gRPC in production (its
+  local mode speaks the same API and serves the tests).
+
+Items are points with two named vectors, ``image`` and ``caption``; item ids are strings,
+stored in the payload and mapped to UUIDv5 point ids. Nothing here knows gRPC.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+ID_NAMESPACE = uuid.UUID("6f1c2d4e-8a3b-5c7d-9e0f-1a2b3c4d5e6f")
+KEYWORD_FIELDS = ("category", "article_type", "brand", "season", "colour", "usage", "gender")
+FLOAT_FIELDS = ("price",)
+BOOL_FIELDS = ("in_stock",)
+
+
+def point_id(item_id: str) -> str:
+    """The stable Qdrant point id of an item (or user) id."""
+    return str(uuid.uuid5(ID_NAMESPACE, item_id))
+
+
+@dataclass
+class Filters:
+    """What a query may return; values within a field are alternatives, fields all hold."""
+
+    keywords: dict[str, list[str]] = field(default_factory=dict)
+    min_price: float | None = None
+    max_price: float | None = None
+    in_stock_only: bool = False
+    excluded_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Stored:
+    """A point as the store returns it."""
+
+    key: str
+    payload: dict[str, Any]
+    vectors: dict[str, list[float]] = field(default_factory=dict)
+    score: float = 0.0
+
+
+class VectorStore(Protocol):
+    """One collection of points with named vectors and a payload."""
+
+    def upsert(self, points: Sequence[Stored]) -> None: ...
+
+    def delete(self, keys: Sequence[str]) -> None: ...
+
+    def get(self, keys: Sequence[str], with_vectors: bool = False) -> list[Stored]: ...
+
+    def nearest(
+        self, using: str, vector: Sequence[float], filters: Filters, limit: int, offset: int
+    ) -> list[Stored]: ...
+
+    def fused(
+        self,
+        queries: Sequence[tuple[str, Sequence[float]]],
+        filters: Filters,
+        limit: int,
+        offset: int,
+        depth: int,
+    ) -> list[Stored]: ...
+
+    def recommend(
+        self,
+        using: str,
+        positives: Sequence[Sequence[float]],
+        negatives: Sequence[Sequence[float]],
+        filters: Filters,
+        limit: int,
+        offset: int,
+        strategy: str,
+        with_vectors: bool = False,
+    ) -> list[Stored]: ...
+
+    def scroll(self, filters: Filters, limit: int, offset: int) -> list[Stored]: ...
+
+    def count(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+# ----------------------------------------------------------------------------- Qdrant Edge
+
+
+class EdgeStore:
+    """A collection as a Qdrant Edge shard in ``path`` (created on first use)."""
+
+    def __init__(self, path: Path, vectors: dict[str, int], indexed: bool = True) -> None:
+        import qdrant_edge as q
+
+        self.q = q
+        if path.is_dir() and any(path.iterdir()):
+            self.shard = q.EdgeShard.load(str(path))
+        else:
+            config = q.EdgeConfig(
+                vectors={
+                    name: q.EdgeVectorParams(size=size, distance=q.Distance.Cosine)
+                    for name, size in vectors.items()
+                }
+            )
+            self.shard = q.EdgeShard.create(str(path), config)
+            if indexed:
+                for name in KEYWORD_FIELDS + ("item_id",):
+                    self.shard.update(
+                        q.UpdateOperation.create_field_index(name, q.PayloadSchemaType.Keyword)
+                    )
+                for name in FLOAT_FIELDS:
+                    self.shard.update(
+                        q.UpdateOperation.create_field_index(name, q.PayloadSchemaType.Float)
+                    )
+                for name in BOOL_FIELDS:
+                    self.shard.update(
+                        q.UpdateOperation.create_field_index(name, q.PayloadSchemaType.Bool)
+                    )
+
+    def _filter(self, filters: Filters) -> Any:
+        q = self.q
+        must: list[Any] = [
+            q.FieldCondition(key=name, match=q.MatchAny(any=list(values)))
+            for name, values in filters.keywords.items()
+            if values
+        ]
+        if filters.min_price is not None or filters.max_price is not None:
+            must.append(
+                q.FieldCondition(
+                    key="price", range=q.RangeFloat(gte=filters.min_price, lte=filters.max_price)
+                )
+            )
+        if filters.in_stock_only:
+            must.append(q.FieldCondition(key="in_stock", match=q.MatchValue(value=True)))
+        must_not = (
+            [q.HasIdCondition(point_ids={point_id(k) for k in filters.excluded_ids})]
+            if filters.excluded_ids
+            else None
+        )
+        if not must and not must_not:
+            return None
+        return q.Filter(must=must or None, must_not=must_not)
+
+    @staticmethod
+    def _stored(point: Any) -> Stored:
+        payload = dict(point.payload or {})
+        vectors = point.vector if isinstance(point.vector, dict) else {}
+        return Stored(
+            key=str(payload.get("key", "")),
+            payload=payload,
+            vectors={k: list(v) for k, v in vectors.items()},
+            score=float(getattr(point, "score", 0.0)),
+        )
+
+    def upsert(self, points: Sequence[Stored]) -> None:
+        q = self.q
+        self.shard.update(
+            q.UpdateOperation.upsert_points(
+                [
+                    q.Point(
+                        id=point_id(p.key),
+                        vector={k: list(v) for k, v in p.vectors.items()},
+                        payload={**p.payload, "key": p.key},
+                    )
+                    for p in points
+                ]
+            )
+        )
+        self.shard.flush()
+
+    def delete(self, keys: Sequence[str]) -> None:
+        self.shard.update(self.q.UpdateOperation.delete_points([point_id(k) for k in keys]))
+        self.shard.flush()
+
+    def get(self, keys: Sequence[str], with_vectors: bool = False) -> list[Stored]:
+        records = self.shard.retrieve(
+            [point_id(k) for k in keys], with_payload=True, with_vector=with_vectors
+        )
+        found = {r.key: r for r in map(self._stored, records)}
+        return [found[k] for k in keys if k in found]
+
+    def _query(
+        self, limit: int, offset: int, query: Any, filters: Filters, **extra: Any
+    ) -> list[Stored]:
+        request = self.q.QueryRequest(
+            limit=limit,
+            offset=offset,
+            query=query,
+            filter=self._filter(filters),
+            with_payload=True,
+            **extra,
+        )
+        return [self._stored(p) for p in self.shard.query(request)]
+
+    def nearest(
+        self, using: str, vector: Sequence[float], filters: Filters, limit: int, offset: int
+    ) -> list[Stored]:
+        return self._query(limit, offset, self.q.Query.Nearest(list(vector), using=using), filters)
+
+    def fused(
+        self,
+        queries: Sequence[tuple[str, Sequence[float]]],
+        filters: Filters,
+        limit: int,
+        offset: int,
+        depth: int,
+    ) -> list[Stored]:
+        q = self.q
+        flt = self._filter(filters)
+        prefetches = [
+            q.Prefetch(query=q.Query.Nearest(list(v), using=using), limit=depth, filter=flt)
+            for using, v in queries
+        ]
+        return self._query(limit, offset, q.Fusion.Rrf(k=60), filters, prefetches=prefetches)
+
+    def recommend(
+        self,
+        using: str,
+        positives: Sequence[Sequence[float]],
+        negatives: Sequence[Sequence[float]],
+        filters: Filters,
+        limit: int,
+        offset: int,
+        strategy: str,
+        with_vectors: bool = False,
+    ) -> list[Stored]:
+        q = self.q
+        rq = q.RecommendQuery(
+            positives=[list(v) for v in positives], negatives=[list(v) for v in negatives]
+        )
+        query = (
+            q.Query.RecommendSumScores(rq, using=using)
+            if strategy == "sum_scores"
+            else q.Query.RecommendBestScore(rq, using=using)
+        )
+        return self._query(limit, offset, query, filters, with_vector=with_vectors)
+
+    def scroll(self, filters: Filters, limit: int, offset: int) -> list[Stored]:
+        # Qdrant scrolls by point id; the catalog's order is the point id order.
+        records, _ = self.shard.scroll(
+            self.q.ScrollRequest(
+                limit=offset + limit, filter=self._filter(filters), with_payload=True
+            )
+        )
+        return [self._stored(r) for r in records[offset:]]
+
+    def count(self) -> int:
+        return int(self.shard.count(self.q.CountRequest(exact=True)))
+
+    def close(self) -> None:
+        self.shard.flush()
+        self.shard.close()
+
+
+# ----------------------------------------------------------------------------- qdrant-client
+
+
+class ClientStore:
+    """A collection on a Qdrant server through ``qdrant-client`` (gRPC), or in its local
+    mode (``location=":memory:"`` or a path) for tests."""
+
+    def __init__(
+        self, client: Any, collection: str, vectors: dict[str, int], indexed: bool = True
+    ) -> None:
+        from qdrant_client import models as m
+
+        self.m = m
+        self.client = client
+        self.collection = collection
+        if not client.collection_exists(collection):
+            client.create_collection(
+                collection,
+                vectors_config={
+                    name: m.VectorParams(size=size, distance=m.Distance.COSINE)
+                    for name, size in vectors.items()
+                },
+            )
+            if indexed:
+                schema = {
+                    **dict.fromkeys((*KEYWORD_FIELDS, "item_id"), m.PayloadSchemaType.KEYWORD),
+                    **dict.fromkeys(FLOAT_FIELDS, m.PayloadSchemaType.FLOAT),
+                    **dict.fromkeys(BOOL_FIELDS, m.PayloadSchemaType.BOOL),
+                }
+                for name, kind in schema.items():
+                    client.create_payload_index(collection, name, kind)
+
+    def _filter(self, filters: Filters) -> Any:
+        m = self.m
+        must: list[Any] = [
+            m.FieldCondition(key=name, match=m.MatchAny(any=list(values)))
+            for name, values in filters.keywords.items()
+            if values
+        ]
+        if filters.min_price is not None or filters.max_price is not None:
+            must.append(
+                m.FieldCondition(
+                    key="price", range=m.Range(gte=filters.min_price, lte=filters.max_price)
+                )
+            )
+        if filters.in_stock_only:
+            must.append(m.FieldCondition(key="in_stock", match=m.MatchValue(value=True)))
+        must_not = (
+            [m.HasIdCondition(has_id=[point_id(k) for k in filters.excluded_ids])]
+            if filters.excluded_ids
+            else None
+        )
+        if not must and not must_not:
+            return None
+        return m.Filter(must=must or None, must_not=must_not)
+
+    @staticmethod
+    def _stored(point: Any) -> Stored:
+        payload = dict(point.payload or {})
+        vectors = point.vector if isinstance(point.vector, dict) else {}
+        return Stored(
+            key=str(payload.get("key", "")),
+            payload=payload,
+            vectors={k: list(v) for k, v in vectors.items()},
+            score=float(getattr(point, "score", 0.0) or 0.0),
+        )
+
+    def upsert(self, points: Sequence[Stored]) -> None:
+        m = self.m
+        self.client.upsert(
+            self.collection,
+            points=[
+                m.PointStruct(
+                    id=point_id(p.key),
+                    vector={k: list(v) for k, v in p.vectors.items()},
+                    payload={**p.payload, "key": p.key},
+                )
+                for p in points
+            ],
+            wait=True,
+        )
+
+    def delete(self, keys: Sequence[str]) -> None:
+        self.client.delete(
+            self.collection,
+            points_selector=self.m.PointIdsList(points=[point_id(k) for k in keys]),
+            wait=True,
+        )
+
+    def get(self, keys: Sequence[str], with_vectors: bool = False) -> list[Stored]:
+        records = self.client.retrieve(
+            self.collection,
+            [point_id(k) for k in keys],
+            with_payload=True,
+            with_vectors=with_vectors,
+        )
+        found = {r.key: r for r in map(self._stored, records)}
+        return [found[k] for k in keys if k in found]
+
+    def _query(self, limit: int, offset: int, filters: Filters, **kwargs: Any) -> list[Stored]:
+        response = self.client.query_points(
+            self.collection,
+            query_filter=self._filter(filters),
+            limit=limit,
+            offset=offset,
+            with_payload=True,
+            **kwargs,
+        )
+        return [self._stored(p) for p in response.points]
+
+    def nearest(
+        self, using: str, vector: Sequence[float], filters: Filters, limit: int, offset: int
+    ) -> list[Stored]:
+        return self._query(limit, offset, filters, query=list(vector), using=using)
+
+    def fused(
+        self,
+        queries: Sequence[tuple[str, Sequence[float]]],
+        filters: Filters,
+        limit: int,
+        offset: int,
+        depth: int,
+    ) -> list[Stored]:
+        m = self.m
+        flt = self._filter(filters)
+        prefetch = [
+            m.Prefetch(query=list(v), using=using, limit=depth, filter=flt) for using, v in queries
+        ]
+        return self._query(
+            limit, offset, filters, prefetch=prefetch, query=m.FusionQuery(fusion=m.Fusion.RRF)
+        )
+
+    def recommend(
+        self,
+        using: str,
+        positives: Sequence[Sequence[float]],
+        negatives: Sequence[Sequence[float]],
+        filters: Filters,
+        limit: int,
+        offset: int,
+        strategy: str,
+        with_vectors: bool = False,
+    ) -> list[Stored]:
+        m = self.m
+        query = m.RecommendQuery(
+            recommend=m.RecommendInput(
+                positive=[list(v) for v in positives],
+                negative=[list(v) for v in negatives],
+                strategy=(
+                    m.RecommendStrategy.SUM_SCORES
+                    if strategy == "sum_scores"
+                    else m.RecommendStrategy.BEST_SCORE
+                ),
+            )
+        )
+        return self._query(
+            limit, offset, filters, query=query, using=using, with_vectors=with_vectors
+        )
+
+    def scroll(self, filters: Filters, limit: int, offset: int) -> list[Stored]:
+        records, _ = self.client.scroll(
+            self.collection,
+            scroll_filter=self._filter(filters),
+            limit=offset + limit,
+            with_payload=True,
+        )
+        return [self._stored(r) for r in records[offset:]]
+
+    def count(self) -> int:
+        return int(self.client.count(self.collection, exact=True).count)
+
+    def close(self) -> None:
+        # Releases the local-mode storage lock, or the server connection.
+        self.client.close()

@@ -1,0 +1,332 @@
+"""RecommenderService with a real encoder and real Qdrant (Edge on disk, and qdrant-client)."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import numpy as np
+import pytest
+
+from styleloop.v1 import common_pb2, recommender_pb2, recommender_pb2_grpc
+from tests.conftest import data_dir, encode_png, error_reason, synthetic_garment
+from tests.unit.recommender.conftest import start_recommender
+
+CATEGORIES = ["Topwear", "Bottomwear", "Shoes"]
+
+
+def catalog(count: int) -> list[tuple[dict, bytes]]:
+    """Real products with their photos when the sample data is there, else drawn ones."""
+    root = data_dir()
+    rows = []
+    if root is not None:
+        folder = root / "fashion-product-images"
+        with (folder / "products.jsonl").open() as handle:
+            for line in handle:
+                row = json.loads(line)
+                rows.append(
+                    (
+                        {
+                            "item_id": row["id"],
+                            "title": row["title"],
+                            "category": row["sub_category"],
+                            "article_type": row["article_type"],
+                            "colour": row["base_colour"],
+                            "usage": row["usage"],
+                            "price": 10.0 + len(rows),
+                        },
+                        (folder / row["image"]).read_bytes(),
+                    )
+                )
+                if len(rows) == count:
+                    break
+        return rows
+    for i in range(count):
+        item = {
+            "item_id": f"syn-{i}",
+            "title": f"drawn garment {i}",
+            "category": CATEGORIES[i % 3],
+            "price": 10.0 + i,
+        }
+        rows.append((item, encode_png(synthetic_garment(i))))
+    return rows
+
+
+def upsert_request(rows) -> recommender_pb2.UpsertItemsRequest:
+    return recommender_pb2.UpsertItemsRequest(
+        items=[
+            recommender_pb2.UpsertItem(item=common_pb2.Item(**item), image=image)
+            for item, image in rows
+        ]
+    )
+
+
+async def test_upsert_is_idempotent_and_search_by_image_finds_the_item_first(stack):
+    rows = catalog(24)
+    first = await stack.stub.UpsertItems(upsert_request(rows), timeout=60)
+    assert {r.outcome for r in first.results} == {recommender_pb2.UPSERT_OUTCOME_CREATED}
+    again = await stack.stub.UpsertItems(upsert_request(rows), timeout=60)
+    assert {r.outcome for r in again.results} == {recommender_pb2.UPSERT_OUTCOME_UNCHANGED}
+    item, image = rows[5]
+    hits = await stack.stub.SearchByImage(
+        recommender_pb2.SearchByImageRequest(image=image, page_size=3), timeout=30
+    )
+    assert hits.results[0].item.item_id == item["item_id"]
+    assert hits.results[0].item.title == item["title"]
+    created = await stack.stub.GetItem(recommender_pb2.GetItemRequest(item_id=item["item_id"]))
+    changed = dict(item, title=item["title"] + " (new season)")
+    update = await stack.stub.UpsertItems(upsert_request([(changed, image)]), timeout=30)
+    assert update.results[0].outcome == recommender_pb2.UPSERT_OUTCOME_UPDATED
+    after = await stack.stub.GetItem(recommender_pb2.GetItemRequest(item_id=item["item_id"]))
+    assert after.item.title.endswith("(new season)")
+    assert after.item.create_time == created.item.create_time
+
+
+async def test_text_search_and_similar_items_filter_and_paginate(stack):
+    rows = catalog(30)
+    await stack.stub.UpsertItems(upsert_request(rows), timeout=60)
+    category = rows[0][0]["category"]
+    in_category = {item["item_id"] for item, _ in rows if item["category"] == category}
+    flt = common_pb2.ItemFilter(categories=[category])
+    seen: list[str] = []
+    token = ""
+    for _ in range(10):
+        page = await stack.stub.SearchByText(
+            recommender_pb2.SearchByTextRequest(
+                query="a black shirt", filter=flt, page_size=2, page_token=token
+            ),
+            timeout=30,
+        )
+        seen += [r.item.item_id for r in page.results]
+        token = page.next_page_token
+        if not token:
+            break
+    assert set(seen) == in_category and len(seen) == len(in_category)
+    similar = await stack.stub.GetSimilarItems(
+        recommender_pb2.GetSimilarItemsRequest(
+            item_id=rows[0][0]["item_id"],
+            page_size=50,
+            filter=common_pb2.ItemFilter(price_range=common_pb2.PriceRange(max_price=20.0)),
+        ),
+        timeout=30,
+    )
+    ids = [r.item.item_id for r in similar.results]
+    assert rows[0][0]["item_id"] not in ids
+    assert ids and all(r.item.price <= 20.0 for r in similar.results)
+    scores = [r.score for r in similar.results]
+    assert scores == sorted(scores, reverse=True)
+
+
+async def test_catalog_survives_a_restart(stack):
+    rows = catalog(6)
+    await stack.stub.UpsertItems(upsert_request(rows), timeout=60)
+    await stack.servicer.core.close()  # the first instance goes away
+    server, servicer = await start_recommender(stack.settings)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = recommender_pb2_grpc.RecommenderServiceStub(channel)
+            listed = await stub.ListItems(recommender_pb2.ListItemsRequest(page_size=50))
+            hits = await stub.SearchByImage(
+                recommender_pb2.SearchByImageRequest(image=rows[2][1], page_size=1)
+            )
+    finally:
+        await server.stop(grace=0)
+        await servicer.core.close()
+    assert {i.item_id for i in listed.items} == {item["item_id"] for item, _ in rows}
+    assert hits.results[0].item.item_id == rows[2][0]["item_id"]
+
+
+def unit(*components: float, dim: int) -> list[float]:
+    vector = np.zeros(dim, np.float32)
+    vector[: len(components)] = components
+    return (vector / np.linalg.norm(vector)).tolist()
+
+
+async def put_vectors(stack, items: dict[str, tuple[str, list[float]]]) -> None:
+    model = stack.servicer.core.model
+    caption = unit(1.0, dim=model.text_dimension)
+    await stack.stub.UpsertItems(
+        recommender_pb2.UpsertItemsRequest(
+            items=[
+                recommender_pb2.UpsertItem(
+                    item=common_pb2.Item(item_id=item_id, title=item_id, category=category),
+                    image_embedding=common_pb2.Embedding(values=vector),
+                    caption_embedding=common_pb2.Embedding(values=caption),
+                    embedding_model_version=model.model_version,
+                )
+                for item_id, (category, vector) in items.items()
+            ]
+        ),
+        timeout=30,
+    )
+
+
+async def test_outfit_completion_ranks_by_the_whole_outfit(stack):
+    dim = stack.servicer.core.model.image_dimension
+    await put_vectors(
+        stack,
+        {
+            "top": ("Topwear", unit(1, 0, 0, dim=dim)),
+            "trousers": ("Bottomwear", unit(0, 1, 0, dim=dim)),
+            "bag": ("Bags", unit(0, 0, 1, dim=dim)),
+            # Matches the whole outfit a little…
+            "shoes-all": ("Shoes", unit(1, 1, 1, dim=dim)),
+            # …while these match one piece very well and the rest not at all.
+            "shoes-top": ("Shoes", unit(1, 0, 0, 0.05, dim=dim)),
+            "shoes-bag": ("Shoes", unit(0, 0, 1, 0.05, dim=dim)),
+            "shirt-like-top": ("Topwear", unit(1, 0.1, 0.1, dim=dim)),
+        },
+    )
+    result = await stack.stub.CompleteOutfit(
+        recommender_pb2.CompleteOutfitRequest(
+            item_ids=["top", "trousers", "bag"], wanted_category="Shoes", page_size=5
+        ),
+        timeout=30,
+    )
+    ranked = [r.item.item_id for r in result.results]
+    assert ranked[0] == "shoes-all"
+    assert set(ranked) == {"shoes-all", "shoes-top", "shoes-bag"}
+
+
+async def test_rejection_excludes_the_item_and_its_near_duplicates_at_once(stack):
+    dim = stack.servicer.core.model.image_dimension
+    await put_vectors(
+        stack,
+        {
+            "liked-1": ("Topwear", unit(1, 0, 0, dim=dim)),
+            "liked-2": ("Topwear", unit(1, 0.2, 0, dim=dim)),
+            "like-neighbour": ("Topwear", unit(1, 0.1, 0.05, dim=dim)),
+            "rejected": ("Topwear", unit(0.6, 0, 1, dim=dim)),
+            "near-duplicate": ("Topwear", unit(0.6, 0.02, 1, dim=dim)),
+            "other": ("Topwear", unit(0, 1, 0, dim=dim)),
+            "far": ("Topwear", unit(0, 0, 0, 1, dim=dim)),
+        },
+    )
+
+    async def record(item_id: str, kind: int, event_id: str) -> bool:
+        response = await stack.stub.RecordInteraction(
+            recommender_pb2.RecordInteractionRequest(
+                user_id="u1", item_id=item_id, kind=kind, event_id=event_id
+            ),
+            timeout=10,
+        )
+        return response.applied
+
+    before = await stack.stub.GetRecommendations(
+        recommender_pb2.GetRecommendationsRequest(user_id="u1", page_size=10), timeout=10
+    )
+    assert "rejected" in [r.item.item_id for r in before.results]
+    assert await record("liked-1", common_pb2.INTERACTION_KIND_LIKE, "e1")
+    assert await record("liked-2", common_pb2.INTERACTION_KIND_LIKE, "e2")
+    assert await record("rejected", common_pb2.INTERACTION_KIND_REJECT, "e3")
+    assert not await record("rejected", common_pb2.INTERACTION_KIND_REJECT, "e3")  # replay
+    after = await stack.stub.GetRecommendations(
+        recommender_pb2.GetRecommendationsRequest(user_id="u1", page_size=10), timeout=10
+    )
+    ids = [r.item.item_id for r in after.results]
+    assert "rejected" not in ids and "near-duplicate" not in ids
+    assert "liked-1" not in ids and "liked-2" not in ids  # already liked: not news
+    assert ids[0] == "like-neighbour"
+    state = await stack.stub.GetUserState(recommender_pb2.GetUserStateRequest(user_id="u1"))
+    assert [i.item_id for i in state.rejected_items] == ["rejected"]
+    assert {i.item_id for i in state.liked_items} == {"liked-1", "liked-2"}
+
+
+@pytest.mark.parametrize(
+    ("call", "code", "reason"),
+    [
+        (
+            lambda s: s.GetItem(recommender_pb2.GetItemRequest(item_id="nope")),
+            grpc.StatusCode.NOT_FOUND,
+            "ITEM_NOT_FOUND",
+        ),
+        (
+            lambda s: s.GetSimilarItems(recommender_pb2.GetSimilarItemsRequest(item_id="nope")),
+            grpc.StatusCode.NOT_FOUND,
+            "ITEM_NOT_FOUND",
+        ),
+        (
+            lambda s: s.ListItems(recommender_pb2.ListItemsRequest(page_size=1000)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "BAD_PAGE_SIZE",
+        ),
+        (
+            lambda s: s.ListItems(recommender_pb2.ListItemsRequest(page_token="???")),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "BAD_PAGE_TOKEN",
+        ),
+        (
+            lambda s: s.SearchByText(
+                recommender_pb2.SearchByTextRequest(
+                    query="dress",
+                    filter=common_pb2.ItemFilter(
+                        price_range=common_pb2.PriceRange(min_price=50, max_price=10)
+                    ),
+                )
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "BAD_FILTER",
+        ),
+        (
+            lambda s: s.SearchByText(recommender_pb2.SearchByTextRequest(query="  ")),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "TEXT_EMPTY",
+        ),
+        (
+            lambda s: s.SearchByImage(recommender_pb2.SearchByImageRequest(image=b"not an image")),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "IMAGE_UNREADABLE",
+        ),
+        (
+            lambda s: s.RecordInteraction(
+                recommender_pb2.RecordInteractionRequest(
+                    user_id="u", item_id="x", kind=common_pb2.INTERACTION_KIND_UNSPECIFIED
+                )
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "BAD_KIND",
+        ),
+    ],
+)
+async def test_bad_requests_get_the_right_status(stack, call, code, reason):
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call(stack.stub)
+    assert err.value.code() == code
+    assert error_reason(err.value) == reason
+    assert err.value.details()
+
+
+async def test_vectors_of_the_wrong_dimension_or_model_are_refused(stack):
+    model = stack.servicer.core.model
+
+    def request(values, version):
+        return recommender_pb2.UpsertItemsRequest(
+            items=[
+                recommender_pb2.UpsertItem(
+                    item=common_pb2.Item(item_id="v1"),
+                    image_embedding=common_pb2.Embedding(values=values),
+                    embedding_model_version=version,
+                )
+            ]
+        )
+
+    for values, version, reason in (
+        ([0.1] * (model.image_dimension + 3), model.model_version, "VECTOR_DIMENSION_MISMATCH"),
+        ([0.1] * model.image_dimension, "some-other-model", "MODEL_VERSION_MISMATCH"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stack.stub.UpsertItems(request(values, version), timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error_reason(err.value) == reason
+    listed = await stack.stub.ListItems(recommender_pb2.ListItemsRequest())
+    assert not listed.items  # nothing half-written
+
+
+async def test_encoder_down_is_unavailable_not_a_hang(stack):
+    await stack.encoder_server.stop(grace=0)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stack.stub.SearchByText(
+            recommender_pb2.SearchByTextRequest(query="red dress"), timeout=30
+        )
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert error_reason(err.value) == "ENCODER_UNAVAILABLE"
