@@ -10,7 +10,7 @@ PROTO_OUT := styleloop/v1
 # The sample catalog, when present beside the checkout; tests fall back to drawn images.
 export STYLELOOP_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: help install protos check-stubs lint format test test-fast check models up bench bench-encoder
+.PHONY: help install protos check-stubs lint format test test-fast check models up bench bench-encoder bench-recommender
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -63,11 +63,14 @@ check: check-stubs lint test ## Everything CI runs: stub drift, lint, type check
 models: $(VENV)/.installed ## Prepare the models of PRESET (tiny|offline|small|base) into MODELS_DIR/PRESET.
 	$(VENV)/bin/styleloop models prepare --preset $(PRESET) --out $(MODELS_DIR)/$(PRESET)
 
-bench: bench-encoder ## Every benchmark.
+bench: bench-encoder bench-recommender ## Every benchmark.
 
 bench-encoder: install ## Encoder images/s and latency, batching on vs off (offline preset).
 	$(MAKE) models PRESET=offline
 	$(VENV)/bin/styleloop bench encoder --models-dir $(MODELS_DIR)/offline
+
+bench-recommender: install ## Qdrant Edge vs NumPy brute force at 1k, 10k, 100k items.
+	$(VENV)/bin/styleloop bench recommender
 
 up: install models ## Set up everything and prepare models (services start here once they exist).
 	@$(VENV)/bin/styleloop up --preset $(PRESET) --models-dir $(MODELS_DIR)/$(PRESET)

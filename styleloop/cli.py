@@ -99,6 +99,13 @@ def cmd_bench_encoder(args: argparse.Namespace) -> int:
     return bench.main(models_dir, catalog, args.requests, args.json, args.max_batch_size)
 
 
+def cmd_bench_recommender(args: argparse.Namespace) -> int:
+    from services.recommender import bench
+
+    sizes = [int(size) for size in args.sizes.split(",")]
+    return bench.main(sizes, args.dim, args.queries, args.json, args.hnsw_ef)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from styleloop.models.presets import PRESETS
 
@@ -166,6 +173,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench_encoder.add_argument("--json", type=Path, help="also write the figures as JSON")
     bench_encoder.set_defaults(func=cmd_bench_encoder)
+
+    bench_recommender = bench_commands.add_parser(
+        "recommender",
+        help="Qdrant Edge upsert rate and search latency vs NumPy brute force",
+        description=(
+            "For each size: upsert synthetic vectors into an embedded Qdrant Edge shard, build "
+            "the HNSW index, then time plain, filtered and recommend (+/-) queries beside a "
+            "NumPy brute-force search over the same vectors, printing the ratio."
+        ),
+    )
+    bench_recommender.add_argument(
+        "--sizes", default="1000,10000,100000", help="collection sizes (default 1k,10k,100k)"
+    )
+    bench_recommender.add_argument("--dim", type=int, default=512, help="vector size (512)")
+    bench_recommender.add_argument("--queries", type=int, default=200, help="per case (200)")
+    bench_recommender.add_argument("--hnsw-ef", type=int, default=128, help="search ef (128)")
+    bench_recommender.add_argument("--json", type=Path, help="also write the figures as JSON")
+    bench_recommender.set_defaults(func=cmd_bench_recommender)
 
     up = commands.add_parser("up", help="check the local setup and start the stack")
     up.add_argument("--preset", choices=PRESETS, default="offline")

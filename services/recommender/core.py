@@ -6,6 +6,7 @@ servicer converts. Every list is paginated with an opaque token and filtered.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -158,13 +159,28 @@ class Recommender:
         self.users = users
         self.paging = Paging(settings.default_page_size, settings.max_page_size)
         self._closed = False
+        self._optimizing: asyncio.Task[None] | None = None
+        self._dirty = False
         COLLECTION_SIZE.set(items.count())
+
+    def _schedule_optimize(self) -> None:
+        """After writes, index in the background (one run at a time, re-run if more came)."""
+        self._dirty = True
+        if self._optimizing is None or self._optimizing.done():
+            self._optimizing = asyncio.get_running_loop().create_task(self._optimize_loop())
+
+    async def _optimize_loop(self) -> None:
+        while self._dirty and not self._closed:
+            self._dirty = False
+            await asyncio.to_thread(self._timed, "optimize", self.items.optimize)
 
     async def close(self) -> None:
         """Flush and release the stores and the encoder channel; safe to call again."""
         if self._closed:
             return
         self._closed = True
+        if self._optimizing is not None:
+            await asyncio.gather(self._optimizing, return_exceptions=True)
         self.items.close()
         self.users.close()
         await self.encoder.close()
@@ -317,6 +333,7 @@ class Recommender:
         if writes:
             self._timed("upsert", self.items.upsert, writes)
             COLLECTION_SIZE.set(self.items.count())
+            self._schedule_optimize()
         return results
 
     def delete(self, item_ids: list[str]) -> tuple[list[str], list[str]]:
@@ -541,7 +558,7 @@ async def build_recommender(settings: RecommenderSettings) -> Recommender:
     items: VectorStore
     users: VectorStore
     if settings.store_backend == "edge":
-        items = EdgeStore(settings.data_dir / items_name, vectors)
+        items = EdgeStore(settings.data_dir / items_name, vectors, hnsw_ef=settings.hnsw_ef)
         users = EdgeStore(
             settings.data_dir / users_name, {"preference": model.image_dimension}, indexed=False
         )

@@ -87,6 +87,10 @@ class VectorStore(Protocol):
 
     def count(self) -> int: ...
 
+    def optimize(self) -> None:
+        """Build indexes (HNSW) and merge segments; blocking, run off the event loop."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -96,10 +100,14 @@ class VectorStore(Protocol):
 class EdgeStore:
     """A collection as a Qdrant Edge shard in ``path`` (created on first use)."""
 
-    def __init__(self, path: Path, vectors: dict[str, int], indexed: bool = True) -> None:
+    def __init__(
+        self, path: Path, vectors: dict[str, int], indexed: bool = True, hnsw_ef: int = 128
+    ) -> None:
         import qdrant_edge as q
 
         self.q = q
+        # Search-time HNSW breadth: higher is more exact and slower (see the benchmark).
+        self.params = q.SearchParams(hnsw_ef=hnsw_ef)
         if path.is_dir() and any(path.iterdir()):
             self.shard = q.EdgeShard.load(str(path))
         else:
@@ -195,6 +203,7 @@ class EdgeStore:
             query=query,
             filter=self._filter(filters),
             with_payload=True,
+            params=self.params,
             **extra,
         )
         return [self._stored(p) for p in self.shard.query(request)]
@@ -215,7 +224,12 @@ class EdgeStore:
         q = self.q
         flt = self._filter(filters)
         prefetches = [
-            q.Prefetch(query=q.Query.Nearest(list(v), using=using), limit=depth, filter=flt)
+            q.Prefetch(
+                query=q.Query.Nearest(list(v), using=using),
+                limit=depth,
+                filter=flt,
+                params=self.params,
+            )
             for using, v in queries
         ]
         return self._query(limit, offset, q.Fusion.Rrf(k=60), filters, prefetches=prefetches)
@@ -253,6 +267,11 @@ class EdgeStore:
 
     def count(self) -> int:
         return int(self.shard.count(self.q.CountRequest(exact=True)))
+
+    def optimize(self) -> None:
+        # Qdrant Edge runs its optimizers (HNSW indexing above the indexing threshold,
+        # segment merging) only when asked to.
+        self.shard.optimize()
 
     def close(self) -> None:
         self.shard.flush()
@@ -429,6 +448,10 @@ class ClientStore:
 
     def count(self) -> int:
         return int(self.client.count(self.collection, exact=True).count)
+
+    def optimize(self) -> None:
+        # A Qdrant server optimizes by itself.
+        return None
 
     def close(self) -> None:
         # Releases the local-mode storage lock, or the server connection.

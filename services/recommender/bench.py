@@ -1,0 +1,204 @@
+"""`styleloop bench recommender`: the embedded store (Qdrant Edge) against NumPy brute force.
+
+For each collection size: upsert rate, HNSW indexing time, then latency percentiles of
+plain top-10 search, filtered search (category + price range) and recommend with
+positives and negatives (best score), each measured beside a NumPy brute-force search
+over the very same vectors in the same run; the ratio is brute-force p50 / Qdrant p50.
+Synthetic unit vectors; bounded query counts; everything on local disk.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from services.recommender.store import EdgeStore, Filters, Stored
+
+CATEGORIES = [f"cat-{i}" for i in range(10)]
+
+
+@dataclass
+class Row:
+    size: int
+    query: str
+    qdrant_p50_ms: float
+    qdrant_p99_ms: float
+    numpy_p50_ms: float
+    numpy_p99_ms: float
+    speedup: float
+
+
+def clustered(rng: np.random.Generator, size: int, dim: int) -> np.ndarray:
+    """Unit vectors around ``size // 100`` centres, like embeddings of a catalog (items of a
+    kind sit together). I.i.d. Gaussian vectors would have no neighbourhoods at all: the
+    worst case for any approximate index, and nothing like real embeddings."""
+    centres = rng.standard_normal((max(1, size // 100), dim), dtype=np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    noise = rng.standard_normal((size, dim), dtype=np.float32) * (0.6 / np.sqrt(dim))
+    vectors = centres[rng.integers(0, len(centres), size)] + noise
+    out: np.ndarray = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return out.astype(np.float32)
+
+
+def _percentiles(samples: Sequence[float]) -> tuple[float, float]:
+    ms = np.asarray(samples) * 1000
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+
+
+def _time(fn: Callable[[int], object], count: int) -> list[float]:
+    out = []
+    for i in range(count):
+        started = time.perf_counter()
+        fn(i)
+        out.append(time.perf_counter() - started)
+    return out
+
+
+def _best_score(sims_pos: np.ndarray, sims_neg: np.ndarray) -> np.ndarray:
+    """Qdrant's best-score rule: the best positive wins if it beats the best negative,
+    otherwise the score is the negated best negative."""
+    best_pos = sims_pos.max(axis=0)
+    best_neg = sims_neg.max(axis=0)
+    scores: np.ndarray = np.where(best_pos > best_neg, best_pos, -best_neg)
+    return scores
+
+
+def run_size(
+    size: int, dim: int, queries: int, folder: Path, hnsw_ef: int, seed: int = 0
+) -> tuple[dict[str, float], list[Row]]:
+    rng = np.random.default_rng(seed)
+    vectors = clustered(rng, size, dim)
+    categories = rng.integers(0, len(CATEGORIES), size)
+    prices = rng.uniform(5, 500, size).astype(np.float32)
+    store = EdgeStore(folder / f"bench-{size}", {"image": dim}, hnsw_ef=hnsw_ef)
+    started = time.perf_counter()
+    for start in range(0, size, 1000):
+        stop = min(size, start + 1000)
+        store.upsert(
+            [
+                Stored(
+                    f"item-{i}",
+                    {
+                        "item_id": f"item-{i}",
+                        "category": CATEGORIES[categories[i]],
+                        "price": float(prices[i]),
+                    },
+                    {"image": vectors[i].tolist()},
+                )
+                for i in range(start, stop)
+            ]
+        )
+    upsert_s = time.perf_counter() - started
+    started = time.perf_counter()
+    store.optimize()
+    index_s = time.perf_counter() - started
+
+    # Queries look like catalog items (a photo of something the catalog sells).
+    probes = vectors[rng.integers(0, size, queries)] + rng.normal(0, 0.02, (queries, dim))
+    probes = (probes / np.linalg.norm(probes, axis=1, keepdims=True)).astype(np.float32)
+    pos_ids = rng.integers(0, size, (queries, 2))
+    neg_ids = rng.integers(0, size, (queries, 2))
+    wanted = [CATEGORIES[i % len(CATEGORIES)] for i in range(queries)]
+    filters = [Filters(keywords={"category": [c]}, min_price=50.0, max_price=300.0) for c in wanted]
+
+    def numpy_plain(i: int) -> np.ndarray:
+        scores = vectors @ probes[i]
+        top = np.argpartition(-scores, 10)[:10]
+        return top[np.argsort(-scores[top])]
+
+    def numpy_filtered(i: int) -> np.ndarray:
+        mask = (categories == i % len(CATEGORIES)) & (prices >= 50) & (prices <= 300)
+        idx = np.flatnonzero(mask)
+        scores = vectors[idx] @ probes[i]
+        k = min(10, len(idx) - 1)
+        return idx[np.argpartition(-scores, k)[:10]]
+
+    def numpy_recommend(i: int) -> np.ndarray:
+        scores = _best_score(vectors[pos_ids[i]] @ vectors.T, vectors[neg_ids[i]] @ vectors.T)
+        return np.argpartition(-scores, 10)[:10]
+
+    Case = tuple[Callable[[int], object], Callable[[int], object]]
+    cases: dict[str, Case] = {
+        "plain top-10": (
+            lambda i: store.nearest("image", probes[i], Filters(), 10, 0),
+            numpy_plain,
+        ),
+        "filtered top-10": (
+            lambda i: store.nearest("image", probes[i], filters[i], 10, 0),
+            numpy_filtered,
+        ),
+        "recommend +2/-2": (
+            lambda i: store.recommend(
+                "image", vectors[pos_ids[i]], vectors[neg_ids[i]], Filters(), 10, 0, "best_score"
+            ),
+            numpy_recommend,
+        ),
+    }
+    # Quality check: HNSW's plain top-10 overlaps exact search.
+    recall = float(
+        np.mean(
+            [
+                len(
+                    {p.key for p in store.nearest("image", probes[i], Filters(), 10, 0)}
+                    & {f"item-{j}" for j in numpy_plain(i)}
+                )
+                / 10
+                for i in range(min(queries, 50))
+            ]
+        )
+    )
+    rows = []
+    for name, (qdrant, brute) in cases.items():
+        qdrant(0), brute(0)  # warm
+        q50, q99 = _percentiles(_time(qdrant, queries))
+        n50, n99 = _percentiles(_time(brute, queries))
+        rows.append(Row(size, name, q50, q99, n50, n99, n50 / q50))
+    store.close()
+    return {
+        "size": size,
+        "upserts_per_s": size / upsert_s,
+        "index_s": index_s,
+        "plain_recall_at_10": float(recall),
+    }, rows
+
+
+def main(
+    sizes: Sequence[int], dim: int, queries: int, json_out: Path | None, hnsw_ef: int = 128
+) -> int:
+    out = sys.stdout
+    out.write(
+        f"recommender store benchmark: Qdrant Edge (hnsw_ef {hnsw_ef}) vs NumPy brute force, "
+        f"{dim}-d clustered synthetic vectors, {queries} queries per case\n"
+    )
+    summaries, rows = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in sizes:
+            summary, size_rows = run_size(size, dim, queries, Path(tmp), hnsw_ef)
+            summaries.append(summary)
+            rows += size_rows
+            out.write(
+                f"{size:>7} items: {summary['upserts_per_s']:,.0f} upserts/s, "
+                f"indexed in {summary['index_s']:.1f} s, plain recall@10 vs exact "
+                f"{summary['plain_recall_at_10']:.2f}\n"
+            )
+    out.write(
+        f"{'items':>7} {'query':<17}{'qdrant p50':>11}{'p99':>8}{'numpy p50':>11}"
+        f"{'p99':>8}{'speed-up':>10}\n"
+    )
+    for r in rows:
+        out.write(
+            f"{r.size:>7} {r.query:<17}{r.qdrant_p50_ms:>9.2f}ms{r.qdrant_p99_ms:>6.2f}ms"
+            f"{r.numpy_p50_ms:>9.2f}ms{r.numpy_p99_ms:>6.2f}ms{r.speedup:>9.1f}x\n"
+        )
+    if json_out is not None:
+        json_out.write_text(
+            json.dumps({"summaries": summaries, "rows": [asdict(r) for r in rows]}, indent=2) + "\n"
+        )
+    return 0
