@@ -24,10 +24,10 @@ from services.encoder.backends import (
     TritonBackend,
 )
 from services.encoder.config import EncoderSettings
-from services.encoder.inputs import InputLimits, ItemFailure, check_text, decode_image
+from services.encoder.inputs import InputLimits, check_text, decode_image
 from styleloop.models.manifest import Manifest, load_manifest
 from styleloop.models.preprocess import preprocess_image
-from styleloop.runtime.errors import FailedPrecondition, InvalidArgument
+from styleloop.runtime.errors import FailedPrecondition, InvalidArgument, ItemFailure
 
 EMBEDDED = Counter("encoder_embeddings_total", "Items embedded.", ["modality"])
 FAILED_ITEMS = Counter(

@@ -12,15 +12,9 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from styleloop.runtime.errors import ItemFailure
+
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
-
-
-@dataclass(frozen=True)
-class ItemFailure:
-    """Why one item of a batch could not be processed."""
-
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True)

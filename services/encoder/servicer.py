@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import grpc
 
 from services.encoder.core import Encoder, Outcome
-from services.encoder.inputs import ItemFailure
+from styleloop.runtime.errors import ItemFailure
 from styleloop.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc
 
 SERVICE_NAME = encoder_pb2.DESCRIPTOR.services_by_name["EncoderService"].full_name

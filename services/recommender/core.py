@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 from prometheus_client import Gauge, Histogram
 
-from services.recommender.clients.encoder import EmbedFailure, EncoderClient, EncoderModel
+from services.recommender.clients.encoder import EncoderClient, EncoderModel
 from services.recommender.config import RecommenderSettings
 from services.recommender.store import ClientStore, EdgeStore, Filters, Stored, VectorStore
-from styleloop.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from styleloop.runtime.errors import FailedPrecondition, InvalidArgument, ItemFailure, NotFound
 
 RESULTS = Histogram(
     "recommender_results_returned",
@@ -224,7 +224,7 @@ class Recommender:
 
     # ------------------------------------------------------------------ catalog
 
-    async def upsert(self, inputs: list[UpsertInput]) -> list[tuple[str, str, EmbedFailure | None]]:
+    async def upsert(self, inputs: list[UpsertInput]) -> list[tuple[str, str, ItemFailure | None]]:
         """Returns (item_id, outcome, failure) per input: created, updated, unchanged, failed."""
         if not inputs:
             raise InvalidArgument("no items given", reason="NO_ITEMS")
@@ -270,12 +270,12 @@ class Recommender:
                 )
 
         need_image = [i for i, e in enumerate(inputs) if not e.image_vector]
-        image_vectors: dict[int, list[float] | EmbedFailure] = {}
+        image_vectors: dict[int, list[float] | ItemFailure] = {}
         if need_image:
             embedded = await self.encoder.embed_images([inputs[i].image for i in need_image])
             image_vectors = dict(zip(need_image, embedded, strict=True))
         need_caption = [i for i, e in enumerate(inputs) if not e.caption_vector]
-        caption_vectors: dict[int, list[float] | EmbedFailure] = {}
+        caption_vectors: dict[int, list[float] | ItemFailure] = {}
         if need_caption:
             texts = [
                 str(
@@ -297,19 +297,19 @@ class Recommender:
         }
         now = time.time()
         writes: list[Stored] = []
-        results: list[tuple[str, str, EmbedFailure | None]] = []
+        results: list[tuple[str, str, ItemFailure | None]] = []
         for i, entry in enumerate(inputs):
             item_id = str(entry.item["item_id"]).strip()
             image_vector = entry.image_vector or image_vectors[i]
             caption_vector = entry.caption_vector or caption_vectors.get(i, [])
             failure = next(
-                (v for v in (image_vector, caption_vector) if isinstance(v, EmbedFailure)), None
+                (v for v in (image_vector, caption_vector) if isinstance(v, ItemFailure)), None
             )
             if failure is not None:
                 results.append((item_id, "failed", failure))
                 continue
-            assert not isinstance(image_vector, EmbedFailure)
-            assert not isinstance(caption_vector, EmbedFailure)
+            assert not isinstance(image_vector, ItemFailure)
+            assert not isinstance(caption_vector, ItemFailure)
             digest = hashlib.sha256(
                 entry.image or np.asarray(image_vector, np.float32).tobytes()
             ).hexdigest()
@@ -359,7 +359,7 @@ class Recommender:
     async def _embed_one(self, kind: str, value: Any) -> list[float]:
         call = self.encoder.embed_images if kind == "image" else self.encoder.embed_texts
         result = (await call([value]))[0]
-        if isinstance(result, EmbedFailure):
+        if isinstance(result, ItemFailure):
             raise InvalidArgument(result.message, reason=result.reason)
         return result
 

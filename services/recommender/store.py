@@ -17,10 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
 ID_NAMESPACE = uuid.UUID("6f1c2d4e-8a3b-5c7d-9e0f-1a2b3c4d5e6f")
 KEYWORD_FIELDS = ("category", "article_type", "brand", "season", "colour", "usage", "gender")
 FLOAT_FIELDS = ("price",)
 BOOL_FIELDS = ("in_stock",)
+
+
+def floats(vector: Sequence[float]) -> list[float]:
+    """A plain list of Python floats (a NumPy row through ``list()`` would hand the engine
+    NumPy scalars, which costs about a millisecond per 512-d query)."""
+    if isinstance(vector, np.ndarray):
+        return vector.astype(np.float32).tolist()  # type: ignore[no-any-return]
+    return [float(x) for x in vector]
 
 
 def point_id(item_id: str) -> str:
@@ -174,7 +184,7 @@ class EdgeStore:
                 [
                     q.Point(
                         id=point_id(p.key),
-                        vector={k: list(v) for k, v in p.vectors.items()},
+                        vector={k: floats(v) for k, v in p.vectors.items()},
                         payload={**p.payload, "key": p.key},
                     )
                     for p in points
@@ -211,7 +221,9 @@ class EdgeStore:
     def nearest(
         self, using: str, vector: Sequence[float], filters: Filters, limit: int, offset: int
     ) -> list[Stored]:
-        return self._query(limit, offset, self.q.Query.Nearest(list(vector), using=using), filters)
+        return self._query(
+            limit, offset, self.q.Query.Nearest(floats(vector), using=using), filters
+        )
 
     def fused(
         self,
@@ -225,7 +237,7 @@ class EdgeStore:
         flt = self._filter(filters)
         prefetches = [
             q.Prefetch(
-                query=q.Query.Nearest(list(v), using=using),
+                query=q.Query.Nearest(floats(v), using=using),
                 limit=depth,
                 filter=flt,
                 params=self.params,
@@ -247,7 +259,7 @@ class EdgeStore:
     ) -> list[Stored]:
         q = self.q
         rq = q.RecommendQuery(
-            positives=[list(v) for v in positives], negatives=[list(v) for v in negatives]
+            positives=[floats(v) for v in positives], negatives=[floats(v) for v in negatives]
         )
         query = (
             q.Query.RecommendSumScores(rq, using=using)
@@ -352,7 +364,7 @@ class ClientStore:
             points=[
                 m.PointStruct(
                     id=point_id(p.key),
-                    vector={k: list(v) for k, v in p.vectors.items()},
+                    vector={k: floats(v) for k, v in p.vectors.items()},
                     payload={**p.payload, "key": p.key},
                 )
                 for p in points
@@ -391,7 +403,7 @@ class ClientStore:
     def nearest(
         self, using: str, vector: Sequence[float], filters: Filters, limit: int, offset: int
     ) -> list[Stored]:
-        return self._query(limit, offset, filters, query=list(vector), using=using)
+        return self._query(limit, offset, filters, query=floats(vector), using=using)
 
     def fused(
         self,
@@ -404,7 +416,8 @@ class ClientStore:
         m = self.m
         flt = self._filter(filters)
         prefetch = [
-            m.Prefetch(query=list(v), using=using, limit=depth, filter=flt) for using, v in queries
+            m.Prefetch(query=floats(v), using=using, limit=depth, filter=flt)
+            for using, v in queries
         ]
         return self._query(
             limit, offset, filters, prefetch=prefetch, query=m.FusionQuery(fusion=m.Fusion.RRF)
@@ -424,8 +437,8 @@ class ClientStore:
         m = self.m
         query = m.RecommendQuery(
             recommend=m.RecommendInput(
-                positive=[list(v) for v in positives],
-                negative=[list(v) for v in negatives],
+                positive=[floats(v) for v in positives],
+                negative=[floats(v) for v in negatives],
                 strategy=(
                     m.RecommendStrategy.SUM_SCORES
                     if strategy == "sum_scores"

@@ -7,6 +7,7 @@ The gRPC runtime maps each :class:`ErrorKind` to a canonical status code in one 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar
 
@@ -79,3 +80,15 @@ class Unauthenticated(StyleLoopError):
 
 class PermissionDenied(StyleLoopError):
     kind = ErrorKind.PERMISSION_DENIED
+
+
+@dataclass(frozen=True)
+class ItemFailure:
+    """Why one item of a batch could not be processed; the rest of the batch goes on.
+
+    ``reason`` is a stable UPPER_SNAKE_CASE identifier (``IMAGE_CORRUPT``), ``message`` is
+    for people. It travels as ``styleloop.v1.ItemError``.
+    """
+
+    reason: str
+    message: str

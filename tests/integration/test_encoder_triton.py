@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -22,20 +21,10 @@ import numpy as np
 import pytest
 
 from styleloop.v1 import encoder_pb2, encoder_pb2_grpc
-from tests.conftest import ROOT, catalog_images, encode_png
+from tests.conftest import ROOT, catalog_images, encode_png, free_ports
 from tests.unit.encoder.conftest import encoder_settings, start_encoder
 
 pytestmark = pytest.mark.slow
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [int(sock.getsockname()[1]) for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 def triton_python() -> str:

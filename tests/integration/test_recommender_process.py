@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,18 +13,8 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from styleloop.v1 import common_pb2, recommender_pb2, recommender_pb2_grpc
-from tests.conftest import ROOT, catalog_images, encode_png
+from tests.conftest import ROOT, catalog_images, encode_png, free_ports, run_failing_service
 from tests.unit.runtime.test_server import wait_for_health
-
-
-def ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    numbers = [int(sock.getsockname()[1]) for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return numbers
 
 
 def spawn(module: str, env: dict[str, str]) -> subprocess.Popen[str]:
@@ -42,7 +31,7 @@ def spawn(module: str, env: dict[str, str]) -> subprocess.Popen[str]:
 def test_recommender_waits_for_the_encoder_then_serves_and_keeps_data(
     tiny_models: Path, tmp_path: Path
 ):
-    encoder_port, recommender_port = ports(2)
+    encoder_port, recommender_port = free_ports(2)
     common = {"GRPC_HOST": "127.0.0.1", "METRICS_PORT": "-1"}
     recommender_env = {
         **common,
@@ -101,15 +90,7 @@ def test_recommender_waits_for_the_encoder_then_serves_and_keeps_data(
     ],
 )
 def test_bad_configuration_stops_with_a_clear_message(env, message, tmp_path: Path):
-    clean = {k: v for k, v in os.environ.items() if k != "ENCODER_ADDR"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "services.recommender"],
-        cwd=ROOT,
-        env={**clean, "GRPC_PORT": "0", "METRICS_PORT": "-1", "DATA_DIR": str(tmp_path), **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
+    output = run_failing_service(
+        "services.recommender", {"DATA_DIR": str(tmp_path), **env}, drop=["ENCODER_ADDR"]
     )
-    assert proc.returncode != 0
-    assert message in proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stdout + proc.stderr
+    assert message in output

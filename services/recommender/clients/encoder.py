@@ -9,20 +9,12 @@ from typing import Any
 
 import grpc
 
-from styleloop.runtime.errors import InvalidArgument, Unavailable
+from styleloop.runtime.errors import InvalidArgument, ItemFailure, Unavailable
 from styleloop.runtime.logging import request_id_var
 from styleloop.runtime.server import REQUEST_ID_METADATA_KEY
 from styleloop.v1 import encoder_pb2, encoder_pb2_grpc
 
 Vector = list[float]
-
-
-@dataclass(frozen=True)
-class EmbedFailure:
-    """The encoder refused one item (bad image, empty text)."""
-
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True)
@@ -87,16 +79,16 @@ class EncoderClient:
             ) from None
 
     @staticmethod
-    def _unpack(results: Any) -> list[Vector | EmbedFailure]:
+    def _unpack(results: Any) -> list[Vector | ItemFailure]:
         return [
             list(r.embedding.values)
             if r.WhichOneof("result") == "embedding"
-            else EmbedFailure(r.error.reason, r.error.message)
+            else ItemFailure(r.error.reason, r.error.message)
             for r in results
         ]
 
-    async def embed_images(self, images: list[bytes]) -> list[Vector | EmbedFailure]:
-        out: list[Vector | EmbedFailure] = []
+    async def embed_images(self, images: list[bytes]) -> list[Vector | ItemFailure]:
+        out: list[Vector | ItemFailure] = []
         for start in range(0, len(images), self.batch_limit):
             request = encoder_pb2.EmbedImagesRequest(
                 images=images[start : start + self.batch_limit]
@@ -104,8 +96,8 @@ class EncoderClient:
             out += self._unpack((await self._call(self.stub.EmbedImages, request)).results)
         return out
 
-    async def embed_texts(self, texts: list[str]) -> list[Vector | EmbedFailure]:
-        out: list[Vector | EmbedFailure] = []
+    async def embed_texts(self, texts: list[str]) -> list[Vector | ItemFailure]:
+        out: list[Vector | ItemFailure] = []
         for start in range(0, len(texts), self.batch_limit):
             request = encoder_pb2.EmbedTextsRequest(texts=texts[start : start + self.batch_limit])
             out += self._unpack((await self._call(self.stub.EmbedTexts, request)).results)
