@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench_recommender.add_argument("--dim", type=int, default=512, help="vector size (512)")
     bench_recommender.add_argument("--queries", type=int, default=200, help="per case (200)")
-    bench_recommender.add_argument("--hnsw-ef", type=int, default=128, help="search ef (128)")
+    bench_recommender.add_argument("--hnsw-ef", type=int, default=64, help="search ef (64)")
     bench_recommender.add_argument("--json", type=Path, help="also write the figures as JSON")
     bench_recommender.set_defaults(func=cmd_bench_recommender)
 

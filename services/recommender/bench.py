@@ -170,7 +170,7 @@ def run_size(
 
 
 def main(
-    sizes: Sequence[int], dim: int, queries: int, json_out: Path | None, hnsw_ef: int = 128
+    sizes: Sequence[int], dim: int, queries: int, json_out: Path | None, hnsw_ef: int = 64
 ) -> int:
     out = sys.stdout
     out.write(

@@ -24,5 +24,5 @@ class RecommenderSettings(ServiceSettings):
     max_page_size: int = Field(default=100, ge=1)
     max_upsert_items: int = Field(default=256, ge=1)
     near_duplicate_threshold: float = Field(default=0.95, gt=0, le=1)
-    hnsw_ef: int = Field(default=128, ge=1, description="Qdrant Edge search-time HNSW ef.")
+    hnsw_ef: int = Field(default=64, ge=1, description="Qdrant Edge search-time HNSW ef.")
     fusion_depth: int = Field(default=100, ge=1, description="Candidates per vector before RRF.")

@@ -11,6 +11,7 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 import re
 import time
 from collections.abc import Sequence
@@ -24,6 +25,8 @@ from services.recommender.clients.encoder import EncoderClient, EncoderModel
 from services.recommender.config import RecommenderSettings
 from services.recommender.store import ClientStore, EdgeStore, Filters, Stored, VectorStore
 from styleloop.runtime.errors import FailedPrecondition, InvalidArgument, ItemFailure, NotFound
+
+log = logging.getLogger(__name__)
 
 RESULTS = Histogram(
     "recommender_results_returned",
@@ -159,28 +162,13 @@ class Recommender:
         self.users = users
         self.paging = Paging(settings.default_page_size, settings.max_page_size)
         self._closed = False
-        self._optimizing: asyncio.Task[None] | None = None
-        self._dirty = False
         COLLECTION_SIZE.set(items.count())
-
-    def _schedule_optimize(self) -> None:
-        """After writes, index in the background (one run at a time, re-run if more came)."""
-        self._dirty = True
-        if self._optimizing is None or self._optimizing.done():
-            self._optimizing = asyncio.get_running_loop().create_task(self._optimize_loop())
-
-    async def _optimize_loop(self) -> None:
-        while self._dirty and not self._closed:
-            self._dirty = False
-            await asyncio.to_thread(self._timed, "optimize", self.items.optimize)
 
     async def close(self) -> None:
         """Flush and release the stores and the encoder channel; safe to call again."""
         if self._closed:
             return
         self._closed = True
-        if self._optimizing is not None:
-            await asyncio.gather(self._optimizing, return_exceptions=True)
         self.items.close()
         self.users.close()
         await self.encoder.close()
@@ -333,7 +321,6 @@ class Recommender:
         if writes:
             self._timed("upsert", self.items.upsert, writes)
             COLLECTION_SIZE.set(self.items.count())
-            self._schedule_optimize()
         return results
 
     def delete(self, item_ids: list[str]) -> tuple[list[str], list[str]]:
@@ -577,4 +564,15 @@ async def build_recommender(settings: RecommenderSettings) -> Recommender:
         users = ClientStore(
             client, users_name, {"preference": model.image_dimension}, indexed=False
         )
+    # Build the HNSW index before the service reports SERVING. Qdrant Edge's optimize()
+    # holds the GIL for its whole run (measured: a 30k-item build froze every other thread
+    # of the process for 5.6 s), so it must not run while serving; items written later sit
+    # in an appendable segment that is searched exactly until the next start. A Qdrant
+    # server (STORE_BACKEND=qdrant) indexes in its own process instead.
+    started = time.perf_counter()
+    await asyncio.to_thread(items.optimize)
+    log.info(
+        "catalog indexed",
+        extra={"items": items.count(), "seconds": round(time.perf_counter() - started, 2)},
+    )
     return Recommender(settings, encoder, model, items, users)

@@ -111,7 +111,7 @@ class EdgeStore:
     """A collection as a Qdrant Edge shard in ``path`` (created on first use)."""
 
     def __init__(
-        self, path: Path, vectors: dict[str, int], indexed: bool = True, hnsw_ef: int = 128
+        self, path: Path, vectors: dict[str, int], indexed: bool = True, hnsw_ef: int = 64
     ) -> None:
         import qdrant_edge as q
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -64,6 +65,13 @@ def test_recommender_waits_for_the_encoder_then_serves_and_keeps_data(
             )
         recommender.send_signal(signal.SIGTERM)
         assert recommender.wait(timeout=30) == 0
+        logs = [
+            json.loads(line)
+            for line in recommender.stdout.read().splitlines()
+            if line.startswith("{")
+        ]
+        indexed = [line for line in logs if line["message"] == "catalog indexed"]
+        assert indexed and indexed[0]["service"] == "recommender"
         # A new recommender process finds the catalog on disk.
         recommender = spawn("services.recommender", recommender_env)
         processes.append(recommender)
