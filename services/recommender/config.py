@@ -25,4 +25,12 @@ class RecommenderSettings(ServiceSettings):
     max_upsert_items: int = Field(default=256, ge=1)
     near_duplicate_threshold: float = Field(default=0.95, gt=0, le=1)
     hnsw_ef: int = Field(default=64, ge=1, description="Qdrant Edge search-time HNSW ef.")
+    reindex_on_model_change: bool = Field(
+        default=True,
+        description="When the encoder's model has no collection yet, re-embed the catalog of "
+        "the previous model's collection (images from image_uri) before serving.",
+    )
+    image_root: Path | None = Field(
+        default=None, description="Folder that relative image_uri values are resolved against."
+    )
     fusion_depth: int = Field(default=100, ge=1, description="Candidates per vector before RRF.")

@@ -16,6 +16,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,6 +71,24 @@ class UpsertInput:
     image_vector: list[float] = field(default_factory=list)
     caption_vector: list[float] = field(default_factory=list)
     model_version: str = ""
+
+
+@dataclass
+class ReindexReport:
+    source: str
+    items_moved: int = 0
+    users_moved: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+def resolve_image(uri: str, root: Path | None) -> Path | None:
+    """A local file for an item's ``image_uri`` (absolute, or relative to ``root``)."""
+    if not uri or "://" in uri:
+        return None
+    path = Path(uri)
+    if not path.is_absolute() and root is not None:
+        path = root / path
+    return path if path.is_file() else None
 
 
 @dataclass
@@ -172,6 +191,34 @@ class Recommender:
         self.items.close()
         self.users.close()
         await self.encoder.close()
+
+    async def reindex_from(
+        self, source: str, old_items: VectorStore, old_users: VectorStore
+    ) -> ReindexReport:
+        """Move a catalog embedded by an earlier model into this model's collection: every
+        item is re-embedded from its image (``image_uri``) and caption; user state (item ids)
+        is carried over as it is. Items whose image cannot be read are reported; the old
+        collection is left untouched."""
+        report = ReindexReport(source)
+        for page in old_items.scan(self.settings.max_upsert_items):
+            inputs = []
+            for row in page:
+                item = {k: v for k, v in row.payload.items() if k in ITEM_FIELDS}
+                path = resolve_image(str(item.get("image_uri") or ""), self.settings.image_root)
+                if path is None:
+                    report.failures.append((row.key, "IMAGE_NOT_FOUND"))
+                    continue
+                inputs.append(UpsertInput(item=item, image=path.read_bytes()))
+            if inputs:
+                for item_id, _outcome, failure in await self.upsert(inputs):
+                    if failure is not None:
+                        report.failures.append((item_id, failure.reason))
+                    else:
+                        report.items_moved += 1
+        for page in old_users.scan(256):
+            self.users.upsert(page)
+            report.users_moved += len(page)
+        return report
 
     # ------------------------------------------------------------------ helpers
 
@@ -544,11 +591,23 @@ async def build_recommender(settings: RecommenderSettings) -> Recommender:
     items_name, users_name = collection_name("items", model), collection_name("users", model)
     items: VectorStore
     users: VectorStore
+    previous: tuple[str, VectorStore, VectorStore] | None = None
     if settings.store_backend == "edge":
         items = EdgeStore(settings.data_dir / items_name, vectors, hnsw_ef=settings.hnsw_ef)
         users = EdgeStore(
             settings.data_dir / users_name, {"preference": model.image_dimension}, indexed=False
         )
+        older = sorted(
+            (p for p in settings.data_dir.glob("items-*") if p.name != items_name and p.is_dir()),
+            key=lambda p: p.stat().st_mtime,
+        )
+        if older and settings.reindex_on_model_change and items.count() == 0:
+            old_users_dir = settings.data_dir / older[-1].name.replace("items-", "users-", 1)
+            previous = (
+                older[-1].name,
+                EdgeStore(older[-1], {}),
+                EdgeStore(old_users_dir, {"preference": model.image_dimension}, indexed=False),
+            )
     else:
         from qdrant_client import QdrantClient
 
@@ -560,10 +619,44 @@ async def build_recommender(settings: RecommenderSettings) -> Recommender:
             if url == ":memory:"
             else QdrantClient(path=url)
         )
+        existing = [c.name for c in client.get_collections().collections]
         items = ClientStore(client, items_name, vectors)
         users = ClientStore(
             client, users_name, {"preference": model.image_dimension}, indexed=False
         )
+        older_names = [n for n in existing if n.startswith("items-") and n != items_name]
+        if older_names and settings.reindex_on_model_change and items.count() == 0:
+            name = older_names[-1]
+            previous = (
+                name,
+                ClientStore(client, name, vectors, indexed=False),
+                ClientStore(
+                    client,
+                    name.replace("items-", "users-", 1),
+                    {"preference": model.image_dimension},
+                    indexed=False,
+                ),
+            )
+    recommender = Recommender(settings, encoder, model, items, users)
+    if previous is not None:
+        source, old_items, old_users = previous
+        log.info(
+            "re-indexing the catalog for a new model", extra={"from": source, "to": items_name}
+        )
+        report = await recommender.reindex_from(source, old_items, old_users)
+        log.info(
+            "re-index finished",
+            extra={
+                "from": source,
+                "items": report.items_moved,
+                "users": report.users_moved,
+                "failed": len(report.failures),
+                "failures": report.failures[:20],
+            },
+        )
+        if settings.store_backend == "edge":  # qdrant-client stores share one client
+            old_items.close()
+            old_users.close()
     # Build the HNSW index before the service reports SERVING. Qdrant Edge's optimize()
     # holds the GIL for its whole run (measured: a 30k-item build froze every other thread
     # of the process for 5.6 s), so it must not run while serving; items written later sit
@@ -575,4 +668,4 @@ async def build_recommender(settings: RecommenderSettings) -> Recommender:
         "catalog indexed",
         extra={"items": items.count(), "seconds": round(time.perf_counter() - started, 2)},
     )
-    return Recommender(settings, encoder, model, items, users)
+    return recommender

@@ -12,7 +12,7 @@ stored in the payload and mapped to UUIDv5 point ids. Nothing here knows gRPC.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -94,6 +94,10 @@ class VectorStore(Protocol):
     ) -> list[Stored]: ...
 
     def scroll(self, filters: Filters, limit: int, offset: int) -> list[Stored]: ...
+
+    def scan(self, batch: int) -> Iterator[list[Stored]]:
+        """Every point, a page at a time, following the engine's own scroll cursor."""
+        ...
 
     def count(self) -> int: ...
 
@@ -277,6 +281,17 @@ class EdgeStore:
         )
         return [self._stored(r) for r in records[offset:]]
 
+    def scan(self, batch: int) -> Iterator[list[Stored]]:
+        cursor = None
+        while True:
+            records, cursor = self.shard.scroll(
+                self.q.ScrollRequest(offset=cursor, limit=batch, with_payload=True)
+            )
+            if records:
+                yield [self._stored(r) for r in records]
+            if cursor is None or not records:
+                return
+
     def count(self) -> int:
         return int(self.shard.count(self.q.CountRequest(exact=True)))
 
@@ -458,6 +473,17 @@ class ClientStore:
             with_payload=True,
         )
         return [self._stored(r) for r in records[offset:]]
+
+    def scan(self, batch: int) -> Iterator[list[Stored]]:
+        cursor = None
+        while True:
+            records, cursor = self.client.scroll(
+                self.collection, limit=batch, offset=cursor, with_payload=True
+            )
+            if records:
+                yield [self._stored(r) for r in records]
+            if cursor is None or not records:
+                return
 
     def count(self) -> int:
         return int(self.client.count(self.collection, exact=True).count)
