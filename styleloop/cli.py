@@ -103,7 +103,7 @@ def cmd_bench_recommender(args: argparse.Namespace) -> int:
     from services.recommender import bench
 
     sizes = [int(size) for size in args.sizes.split(",")]
-    return bench.main(sizes, args.dim, args.queries, args.json, args.hnsw_ef)
+    return bench.main(sizes, args.dim, args.queries, args.json, args.hnsw_ef, not args.float32)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench_recommender.add_argument("--dim", type=int, default=512, help="vector size (512)")
     bench_recommender.add_argument("--queries", type=int, default=200, help="per case (200)")
     bench_recommender.add_argument("--hnsw-ef", type=int, default=64, help="search ef (64)")
+    bench_recommender.add_argument(
+        "--float32", action="store_true", help="no int8 quantization (the service's QUANTIZE)"
+    )
     bench_recommender.add_argument("--json", type=Path, help="also write the figures as JSON")
     bench_recommender.set_defaults(func=cmd_bench_recommender)
 

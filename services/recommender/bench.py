@@ -71,13 +71,13 @@ def _best_score(sims_pos: np.ndarray, sims_neg: np.ndarray) -> np.ndarray:
 
 
 def run_size(
-    size: int, dim: int, queries: int, folder: Path, hnsw_ef: int, seed: int = 0
+    size: int, dim: int, queries: int, folder: Path, hnsw_ef: int, quantize: bool, seed: int = 0
 ) -> tuple[dict[str, float], list[Row]]:
     rng = np.random.default_rng(seed)
     vectors = clustered(rng, size, dim)
     categories = rng.integers(0, len(CATEGORIES), size)
     prices = rng.uniform(5, 500, size).astype(np.float32)
-    store = EdgeStore(folder / f"bench-{size}", {"image": dim}, hnsw_ef=hnsw_ef)
+    store = EdgeStore(folder / f"bench-{size}", {"image": dim}, hnsw_ef=hnsw_ef, quantize=quantize)
     started = time.perf_counter()
     for start in range(0, size, 1000):
         stop = min(size, start + 1000)
@@ -170,17 +170,23 @@ def run_size(
 
 
 def main(
-    sizes: Sequence[int], dim: int, queries: int, json_out: Path | None, hnsw_ef: int = 64
+    sizes: Sequence[int],
+    dim: int,
+    queries: int,
+    json_out: Path | None,
+    hnsw_ef: int = 64,
+    quantize: bool = True,
 ) -> int:
     out = sys.stdout
     out.write(
-        f"recommender store benchmark: Qdrant Edge (hnsw_ef {hnsw_ef}) vs NumPy brute force, "
+        f"recommender store benchmark: Qdrant Edge (hnsw_ef {hnsw_ef}, "
+        f"{'int8 quantization + rescore' if quantize else 'float32'}) vs NumPy brute force, "
         f"{dim}-d clustered synthetic vectors, {queries} queries per case\n"
     )
     summaries, rows = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
-            summary, size_rows = run_size(size, dim, queries, Path(tmp), hnsw_ef)
+            summary, size_rows = run_size(size, dim, queries, Path(tmp), hnsw_ef, quantize)
             summaries.append(summary)
             rows += size_rows
             out.write(

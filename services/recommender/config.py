@@ -25,6 +25,10 @@ class RecommenderSettings(ServiceSettings):
     max_upsert_items: int = Field(default=256, ge=1)
     near_duplicate_threshold: float = Field(default=0.95, gt=0, le=1)
     hnsw_ef: int = Field(default=64, ge=1, description="Qdrant Edge search-time HNSW ef.")
+    quantize: bool = Field(
+        default=True,
+        description="int8 scalar quantization with rescoring for new Edge collections.",
+    )
     reindex_on_model_change: bool = Field(
         default=True,
         description="When the encoder's model has no collection yet, re-embed the catalog of "

@@ -593,7 +593,12 @@ async def build_recommender(settings: RecommenderSettings) -> Recommender:
     users: VectorStore
     previous: tuple[str, VectorStore, VectorStore] | None = None
     if settings.store_backend == "edge":
-        items = EdgeStore(settings.data_dir / items_name, vectors, hnsw_ef=settings.hnsw_ef)
+        items = EdgeStore(
+            settings.data_dir / items_name,
+            vectors,
+            hnsw_ef=settings.hnsw_ef,
+            quantize=settings.quantize,
+        )
         users = EdgeStore(
             settings.data_dir / users_name, {"preference": model.image_dimension}, indexed=False
         )

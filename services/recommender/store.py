@@ -115,13 +115,25 @@ class EdgeStore:
     """A collection as a Qdrant Edge shard in ``path`` (created on first use)."""
 
     def __init__(
-        self, path: Path, vectors: dict[str, int], indexed: bool = True, hnsw_ef: int = 64
+        self,
+        path: Path,
+        vectors: dict[str, int],
+        indexed: bool = True,
+        hnsw_ef: int = 64,
+        quantize: bool = True,
     ) -> None:
         import qdrant_edge as q
 
         self.q = q
-        # Search-time HNSW breadth: higher is more exact and slower (see the benchmark).
-        self.params = q.SearchParams(hnsw_ef=hnsw_ef)
+        # Search-time HNSW breadth: higher is more exact and slower. With int8 scalar
+        # quantization, candidates are found on int8 copies (2x oversampled) and rescored
+        # on the float vectors (see the benchmark: same recall, ~3-4x faster at 100k).
+        self.params = q.SearchParams(
+            hnsw_ef=hnsw_ef,
+            quantization=q.QuantizationSearchParams(rescore=True, oversampling=2.0)
+            if quantize
+            else None,
+        )
         if path.is_dir() and any(path.iterdir()):
             self.shard = q.EdgeShard.load(str(path))
         else:
@@ -129,7 +141,12 @@ class EdgeStore:
                 vectors={
                     name: q.EdgeVectorParams(size=size, distance=q.Distance.Cosine)
                     for name, size in vectors.items()
-                }
+                },
+                quantization_config=q.ScalarQuantizationConfig(
+                    type=q.ScalarType.Int8, quantile=0.99, always_ram=True
+                )
+                if quantize
+                else None,
             )
             self.shard = q.EdgeShard.create(str(path), config)
             if indexed:
