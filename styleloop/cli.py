@@ -82,8 +82,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         _out(line)
     _out()
     _out(
-        "The services (encoder, captioner, recommender, llm, gateway, trainer) are not "
-        "implemented yet; `make up` will start them here once they land."
+        "Built so far: the encoder and recommender services. Run them by hand:\n"
+        f"  MODELS_DIR={models_dir} GRPC_PORT=50051 METRICS_PORT=9091 "
+        ".venv/bin/python -m services.encoder\n"
+        "  ENCODER_ADDR=127.0.0.1:50051 GRPC_PORT=50052 METRICS_PORT=9092 "
+        ".venv/bin/python -m services.recommender\n"
+        "`make up` will start the whole stack (broker, services, gateway) once the gateway "
+        "lands; the captioner, llm, gateway and trainer are not built yet."
     )
     return 0
 
