@@ -6,6 +6,7 @@ Run ``styleloop --help`` or ``styleloop COMMAND --help``.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -111,6 +112,78 @@ def cmd_bench_recommender(args: argparse.Namespace) -> int:
     return bench.main(sizes, args.dim, args.queries, args.json, args.hnsw_ef, not args.float32)
 
 
+def _catalog(value: Path | None) -> Path | None:
+    if value is not None:
+        return value
+    configured = os.environ.get("STYLELOOP_DATA_DIR")
+    return Path(configured) if configured and Path(configured).is_dir() else None
+
+
+def cmd_train_align(args: argparse.Namespace) -> int:
+    from styleloop.models.align import CatalogError, run_training
+
+    catalog = _catalog(args.catalog)
+    if catalog is None:
+        sys.stderr.write("styleloop train align: give --catalog DIR (or set STYLELOOP_DATA_DIR)\n")
+        return 2
+    models_dir = args.models_dir or DEFAULT_MODELS_DIR / "offline"
+    try:
+        meta = run_training(
+            catalog,
+            models_dir,
+            seed=args.seed,
+            dim=args.dim,
+            validation_fraction=args.validation_fraction,
+            progress=not args.no_progress,
+        )
+    except CatalogError as exc:
+        sys.stderr.write(f"styleloop train align: {exc}\n")
+        return 2
+    v = meta["validation"]
+    _out(
+        f"trained on {meta['products'] - meta['validation_products']} products, validated on "
+        f"{meta['validation_products']}: best epoch {meta['best_epoch'] + 1}/{meta['epochs']}, "
+        f"validation text->image R@1 {v.get('R@1', 0):.3f} R@10 {v.get('R@10', 0):.3f}, "
+        f"{meta['train_seconds']} s; heads in {models_dir / 'align'}"
+    )
+    return 0
+
+
+def cmd_eval_retrieval(args: argparse.Namespace) -> int:
+    from styleloop.models.align import CatalogError, run_evaluation
+
+    catalog = _catalog(args.catalog)
+    if catalog is None:
+        sys.stderr.write(
+            "styleloop eval retrieval: give --catalog DIR (or set STYLELOOP_DATA_DIR)\n"
+        )
+        return 2
+    models_dir = args.models_dir or DEFAULT_MODELS_DIR / "offline"
+    if not (models_dir / "align" / "heads.pt").is_file():
+        sys.stderr.write(
+            f"styleloop eval retrieval: no trained heads in {models_dir}; run "
+            "`styleloop train align` first\n"
+        )
+        return 2
+    try:
+        results = run_evaluation(catalog, models_dir, args.split, not args.no_progress)
+    except CatalogError as exc:
+        sys.stderr.write(f"styleloop eval retrieval: {exc}\n")
+        return 2
+    columns = sorted({k for row in results.values() for k in row}, key=lambda k: (len(k) > 4, k))
+    widths = [max(len(c), 5) + 2 for c in columns]
+    _out(f"{'':<16}" + "".join(f"{c:>{w}}" for c, w in zip(columns, widths, strict=True)))
+    for name, row in results.items():
+        cells = (
+            f"{row[c]:>{w}.3f}" if c in row else f"{'-':>{w}}"
+            for c, w in zip(columns, widths, strict=True)
+        )
+        _out(f"{name:<16}" + "".join(cells))
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from styleloop.models.presets import PRESETS
 
@@ -199,6 +272,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench_recommender.add_argument("--json", type=Path, help="also write the figures as JSON")
     bench_recommender.set_defaults(func=cmd_bench_recommender)
+
+    train = commands.add_parser("train", help="train StyleLoop's own heads")
+    train_commands = train.add_subparsers(dest="train_command", required=True, metavar="WHAT")
+    align = train_commands.add_parser(
+        "align",
+        help="projection heads (shared image-text space) and attribute heads on a catalog",
+        description=(
+            "Extracts frozen image and text features with the prepared encoder (cached), "
+            "trains linear projection heads into one shared space with a symmetric InfoNCE "
+            "loss (early stopping on validation text->image Recall@10) and attribute heads "
+            "(article type, colour, usage, categories) with calibrated probabilities. The "
+            "validation split is made by product id."
+        ),
+    )
+    align.add_argument("--catalog", type=Path, help="catalog folder (default $STYLELOOP_DATA_DIR)")
+    align.add_argument("--models-dir", type=Path, help="prepared models (default .models/offline)")
+    align.add_argument("--seed", type=int, default=0)
+    align.add_argument("--dim", type=int, default=256, help="shared space size (256)")
+    align.add_argument("--validation-fraction", type=float, default=0.15)
+    align.add_argument("--no-progress", action="store_true")
+    align.set_defaults(func=cmd_train_align)
+
+    evaluate = commands.add_parser("eval", help="measure quality")
+    eval_commands = evaluate.add_subparsers(dest="eval_command", required=True, metavar="WHAT")
+    retrieval = eval_commands.add_parser(
+        "retrieval",
+        help="text->image Recall@1/5/10, image->image P@5, attribute accuracy, with baselines",
+    )
+    retrieval.add_argument("--catalog", type=Path, help="catalog (default $STYLELOOP_DATA_DIR)")
+    retrieval.add_argument("--models-dir", type=Path, help="default .models/offline")
+    retrieval.add_argument("--split", choices=("all", "validation"), default="all")
+    retrieval.add_argument("--json", type=Path, help="also write the results as JSON")
+    retrieval.add_argument("--no-progress", action="store_true")
+    retrieval.set_defaults(func=cmd_eval_retrieval)
 
     up = commands.add_parser("up", help="check the local setup and start the stack")
     up.add_argument("--preset", choices=PRESETS, default="offline")

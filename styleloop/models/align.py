@@ -1,0 +1,520 @@
+"""Alignment training (FROMAGe-style): frozen backbones, small trained heads.
+
+* projection heads map the frozen image features and text features of the prepared
+  encoder into one shared, L2-normalised space, trained with a symmetric InfoNCE loss
+  (learnable temperature) on catalog (photo, title) and (photo, attribute caption) pairs,
+  early-stopped on validation text→image Recall@10;
+* attribute heads (article type, colour, usage, master and sub category) classify the
+  frozen image features plus colour statistics of the foreground pixels, with
+  probabilities calibrated by temperature scaling on the validation split.
+
+The train/validation split is made by product id (a hash), so no product is ever on
+both sides. Features come from the ONNX towers of the prepared encoder and are cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torch.nn import functional as F  # noqa: N812
+from tqdm import tqdm
+
+from styleloop.models.manifest import EncoderManifest, load_manifest
+from styleloop.models.preprocess import preprocess_image
+
+ATTRIBUTES = ("article_type", "base_colour", "usage", "master_category", "sub_category")
+FEATURE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Product:
+    id: str
+    title: str
+    image: Path
+    attributes: dict[str, str]
+
+    @property
+    def caption(self) -> str:
+        """The attribute caption the text side also learns from: "a black casual tshirts"."""
+        a = self.attributes
+        words = [a.get("base_colour", ""), a.get("usage", ""), a.get("article_type", "")]
+        return "a " + " ".join(w for w in words if w and w != "None").lower()
+
+
+class CatalogError(ValueError):
+    """The catalog folder cannot be read; the message says why."""
+
+
+def load_products(catalog: Path) -> list[Product]:
+    """Products of a catalog folder in the sample layout (``products.jsonl`` + images),
+    or of its parent (``DIR/fashion-product-images``). Rows without a readable image are
+    skipped."""
+    folder = (
+        catalog / "fashion-product-images"
+        if (catalog / "fashion-product-images").is_dir()
+        else catalog
+    )
+    path = folder / "products.jsonl"
+    if not path.is_file():
+        raise CatalogError(f"no products.jsonl in {folder}")
+    products = []
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            image = folder / str(row.get("image", ""))
+            if not image.is_file():
+                continue
+            products.append(
+                Product(
+                    id=str(row["id"]),
+                    title=str(row.get("title", "")),
+                    image=image,
+                    attributes={name: str(row.get(name, "")) for name in ATTRIBUTES},
+                )
+            )
+    if not products:
+        raise CatalogError(f"no product with a readable image in {path}")
+    return products
+
+
+def is_validation(product_id: str, fraction: float) -> bool:
+    """The split is a pure function of the product id: stable, and never leaks."""
+    bucket = int(hashlib.sha1(product_id.encode()).hexdigest(), 16) % 10_000
+    return bucket < fraction * 10_000
+
+
+def colour_statistics(image: Image.Image) -> np.ndarray:
+    """Mean and spread of the foreground (non-white) pixels and a 4x4x4 colour histogram:
+    colour is what ImageNet features know least about."""
+    pixels = np.asarray(image.convert("RGB").resize((64, 64)), np.float32).reshape(-1, 3) / 255
+    foreground = pixels[pixels.min(axis=1) < 0.92]
+    if len(foreground) < 10:
+        foreground = pixels
+    histogram = np.histogramdd(foreground, bins=(4, 4, 4), range=((0, 1),) * 3)[0].ravel()
+    histogram /= max(1.0, histogram.sum())
+    return np.concatenate([foreground.mean(0), foreground.std(0), histogram]).astype(np.float32)
+
+
+@dataclass
+class Features:
+    ids: list[str]
+    image: np.ndarray
+    colour: np.ndarray
+    title: np.ndarray
+    caption: np.ndarray
+
+
+def extract_features(
+    products: Sequence[Product], models_dir: Path, cache_dir: Path, progress: bool = True
+) -> Features:
+    """Frozen features from the prepared encoder's ONNX towers, cached by content."""
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    manifest = load_manifest(models_dir)
+    if manifest is None or manifest.encoder is None:
+        raise CatalogError(f"no prepared encoder in {models_dir}; run `styleloop models prepare`")
+    spec: EncoderManifest = manifest.encoder
+    key = hashlib.sha256(
+        json.dumps(
+            [
+                FEATURE_VERSION,
+                spec.model_version,
+                [(p.id, p.title, p.caption, str(p.image)) for p in products],
+            ]
+        ).encode()
+    ).hexdigest()[:16]
+    cache = cache_dir / f"features-{key}.npz"
+    if cache.is_file():
+        data = np.load(cache)
+        return Features(
+            [str(i) for i in data["ids"]],
+            data["image"],
+            data["colour"],
+            data["title"],
+            data["caption"],
+        )
+    image_session = ort.InferenceSession(
+        str(models_dir / spec.image.onnx), providers=["CPUExecutionProvider"]
+    )
+    text_session = ort.InferenceSession(
+        str(models_dir / spec.text.onnx), providers=["CPUExecutionProvider"]
+    )
+    tokenizer = Tokenizer.from_file(str(models_dir / spec.text.tokenizer))
+    tokenizer.enable_truncation(spec.text.max_length)
+    tokenizer.enable_padding(pad_id=spec.text.pad_token_id)
+    image_rows, colour_rows = [], []
+    batches = range(0, len(products), 32)
+    for start in tqdm(batches, desc="image features", unit="batch", disable=not progress):
+        images = [Image.open(p.image) for p in products[start : start + 32]]
+        pixels = np.stack([preprocess_image(im, spec.image.preprocessing) for im in images])
+        image_rows.append(image_session.run(None, {"pixel_values": pixels})[0])
+        colour_rows += [colour_statistics(im) for im in images]
+
+    def embed(texts: list[str]) -> np.ndarray:
+        rows = []
+        for start in range(0, len(texts), 64):
+            encodings = tokenizer.encode_batch(texts[start : start + 64])
+            rows.append(
+                text_session.run(
+                    None,
+                    {
+                        "input_ids": np.asarray([e.ids for e in encodings], np.int64),
+                        "attention_mask": np.asarray(
+                            [e.attention_mask for e in encodings], np.int64
+                        ),
+                    },
+                )[0]
+            )
+        return np.concatenate(rows)
+
+    features = Features(
+        [p.id for p in products],
+        np.concatenate(image_rows),
+        np.stack(colour_rows),
+        embed([p.title for p in products]),
+        embed([p.caption for p in products]),
+    )
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        cache,
+        ids=np.asarray(features.ids),
+        image=features.image,
+        colour=features.colour,
+        title=features.title,
+        caption=features.caption,
+    )
+    return features
+
+
+def recall_at(
+    queries: torch.Tensor, gallery: torch.Tensor, ks: Sequence[int] = (1, 5, 10)
+) -> dict[str, float]:
+    """Row i of ``queries`` should find row i of ``gallery``; both L2-normalised."""
+    scores = queries @ gallery.T
+    rank = (scores > scores.diag()[:, None]).sum(dim=1)
+    return {f"R@{k}": float((rank < k).float().mean()) for k in ks}
+
+
+class ProjectionHeads(nn.Module):
+    def __init__(self, image_dim: int, text_dim: int, dim: int) -> None:
+        super().__init__()
+        self.image = nn.Linear(image_dim, dim)
+        self.text = nn.Linear(text_dim, dim)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def embed_image(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.image(x))
+
+    def embed_text(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.text(x))
+
+
+@dataclass
+class TrainReport:
+    epochs: int
+    best_epoch: int
+    losses: list[float] = field(default_factory=list)
+    validation: dict[str, float] = field(default_factory=dict)
+
+
+def train_projection(
+    features: Features,
+    validation: np.ndarray,
+    *,
+    dim: int = 256,
+    seed: int = 0,
+    max_epochs: int = 200,
+    patience: int = 15,
+    batch_size: int = 512,
+    lr: float = 2e-3,
+    progress: bool = True,
+) -> tuple[ProjectionHeads, TrainReport]:
+    """Symmetric InfoNCE over (photo, title or caption) pairs; early stopping on the
+    validation split's title→photo Recall@10."""
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    image = torch.from_numpy(features.image).float()
+    title = torch.from_numpy(features.title).float()
+    caption = torch.from_numpy(features.caption).float()
+    train_mask = torch.from_numpy(~validation)
+    val_mask = torch.from_numpy(validation)
+    heads = ProjectionHeads(image.shape[1], title.shape[1], dim)
+    optimiser = torch.optim.AdamW(heads.parameters(), lr=lr, weight_decay=1e-4)
+    images, titles, captions = image[train_mask], title[train_mask], caption[train_mask]
+    report = TrainReport(epochs=0, best_epoch=-1)
+    best_state: dict[str, torch.Tensor] | None = None
+    best_score, waited = -1.0, 0
+    bar = tqdm(range(max_epochs), desc="train align", unit="epoch", disable=not progress)
+    for epoch in bar:
+        order = torch.randperm(len(images), generator=generator)
+        total, count = 0.0, 0
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            if len(index) < 2:
+                continue
+            use_caption = torch.rand(len(index), generator=generator) < 0.5
+            texts = torch.where(use_caption[:, None], captions[index], titles[index])
+            logits = heads.log_scale.exp().clamp(max=100) * (
+                heads.embed_image(images[index]) @ heads.embed_text(texts).T
+            )
+            labels = torch.arange(len(index))
+            loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total, count = total + loss.item() * len(index), count + len(index)
+        report.losses.append(total / max(count, 1))
+        report.epochs = epoch + 1
+        if val_mask.sum() < 2:
+            continue
+        with torch.no_grad():
+            metrics = recall_at(
+                heads.embed_text(title[val_mask]), heads.embed_image(image[val_mask])
+            )
+        bar.set_postfix(loss=f"{report.losses[-1]:.3f}", r10=f"{metrics['R@10']:.3f}")
+        if metrics["R@10"] > best_score:
+            best_score, waited, report.best_epoch, report.validation = (
+                metrics["R@10"],
+                0,
+                epoch,
+                metrics,
+            )
+            best_state = {k: v.detach().clone() for k, v in heads.state_dict().items()}
+        else:
+            waited += 1
+            if waited >= patience:
+                break
+    if best_state is not None:
+        heads.load_state_dict(best_state)
+    return heads, report
+
+
+def attribute_inputs(features: Features) -> np.ndarray:
+    return np.concatenate([features.image, features.colour], axis=1).astype(np.float32)
+
+
+@dataclass
+class AttributeHead:
+    name: str
+    classes: list[str]
+    linear: nn.Linear
+    mean: np.ndarray
+    std: np.ndarray
+    temperature: float = 1.0
+
+    def probabilities(self, inputs: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy((inputs - self.mean) / self.std)
+        with torch.no_grad():
+            return F.softmax(self.linear(x) / self.temperature, dim=1).numpy()
+
+
+def train_attribute(
+    name: str,
+    inputs: np.ndarray,
+    labels: Sequence[str],
+    validation: np.ndarray,
+    seed: int = 0,
+    steps: int = 300,
+) -> AttributeHead:
+    """A multinomial logistic regression; temperature fitted on the validation split."""
+    torch.manual_seed(seed)
+    classes = sorted(set(labels))
+    target = torch.tensor([classes.index(label) for label in labels])
+    mean = inputs[~validation].mean(0)
+    std = inputs[~validation].std(0) + 1e-6
+    x = torch.from_numpy((inputs - mean) / std)
+    linear = nn.Linear(inputs.shape[1], len(classes))
+    optimiser = torch.optim.Adam(linear.parameters(), lr=1e-2, weight_decay=1e-4)
+    train = torch.from_numpy(~validation)
+    for _ in range(steps):
+        loss = F.cross_entropy(linear(x[train]), target[train])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    temperature = 1.0
+    val = torch.from_numpy(validation)
+    if val.sum() > 0:
+        with torch.no_grad():
+            logits = linear(x[val])
+        log_t = torch.zeros(1, requires_grad=True)
+        fit = torch.optim.LBFGS([log_t], lr=0.1, max_iter=50)
+
+        def closure() -> torch.Tensor:
+            fit.zero_grad()
+            nll = F.cross_entropy(logits / log_t.exp(), target[val])
+            nll.backward()
+            return nll
+
+        fit.step(closure)  # type: ignore[no-untyped-call]
+        temperature = float(log_t.exp())
+    return AttributeHead(name, classes, linear, mean, std, temperature)
+
+
+def save_heads(
+    folder: Path, heads: ProjectionHeads, attributes: Sequence[AttributeHead], meta: dict[str, Any]
+) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {
+            "projection": heads.state_dict(),
+            "attributes": {
+                a.name: {
+                    "state": a.linear.state_dict(),
+                    "classes": a.classes,
+                    "mean": a.mean,
+                    "std": a.std,
+                    "temperature": a.temperature,
+                }
+                for a in attributes
+            },
+        },
+        folder / "heads.pt",
+    )
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
+def load_heads(folder: Path) -> tuple[ProjectionHeads, list[AttributeHead], dict[str, Any]]:
+    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    saved = torch.load(folder / "heads.pt", weights_only=False)
+    heads = ProjectionHeads(meta["image_dim"], meta["text_dim"], meta["dim"])
+    heads.load_state_dict(saved["projection"])
+    attributes = []
+    for name, data in saved["attributes"].items():
+        linear = nn.Linear(len(data["mean"]), len(data["classes"]))
+        linear.load_state_dict(data["state"])
+        attributes.append(
+            AttributeHead(
+                name, data["classes"], linear, data["mean"], data["std"], data["temperature"]
+            )
+        )
+    return heads, attributes, meta
+
+
+def ridge_baseline(
+    features: Features, train: np.ndarray, lam: float = 1.0
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The baseline to beat: least squares from image features into the text space."""
+    x, y = features.image[train].astype(np.float64), features.title[train].astype(np.float64)
+    weights = np.linalg.solve(x.T @ x + lam * np.eye(x.shape[1]), x.T @ y)
+    return lambda images: (images @ weights).astype(np.float32)
+
+
+def align_folder(models_dir: Path) -> Path:
+    return models_dir / "align"
+
+
+def run_training(
+    catalog: Path,
+    models_dir: Path,
+    *,
+    seed: int = 0,
+    dim: int = 256,
+    validation_fraction: float = 0.15,
+    max_epochs: int = 200,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """`styleloop train align`: features (cached), projection and attribute heads, saved
+    under ``MODELS_DIR/align``. Returns what it measured."""
+    import time
+
+    started = time.perf_counter()
+    products = load_products(catalog)
+    features = extract_features(products, models_dir, models_dir / ".cache", progress)
+    validation = np.asarray([is_validation(p.id, validation_fraction) for p in products])
+    heads, report = train_projection(
+        features, validation, dim=dim, seed=seed, max_epochs=max_epochs, progress=progress
+    )
+    inputs = attribute_inputs(features)
+    attributes = [
+        train_attribute(name, inputs, [p.attributes[name] for p in products], validation, seed)
+        for name in ATTRIBUTES
+    ]
+    ridge = ridge_baseline(features, ~validation)
+    meta = {
+        "catalog": str(catalog),
+        "products": len(products),
+        "validation_products": int(validation.sum()),
+        "validation_fraction": validation_fraction,
+        "seed": seed,
+        "dim": dim,
+        "image_dim": int(features.image.shape[1]),
+        "text_dim": int(features.title.shape[1]),
+        "epochs": report.epochs,
+        "best_epoch": report.best_epoch,
+        "losses": report.losses,
+        "validation": report.validation,
+        "train_seconds": round(time.perf_counter() - started, 1),
+    }
+    save_heads(align_folder(models_dir), heads, attributes, meta)
+    np.save(
+        align_folder(models_dir) / "ridge.npy",
+        ridge(np.eye(features.image.shape[1], dtype=np.float32)),
+    )
+    return meta
+
+
+def precision_at_5(vectors: torch.Tensor, labels: Sequence[str]) -> float:
+    scores = vectors @ vectors.T
+    scores.fill_diagonal_(-math.inf)
+    top = scores.topk(min(5, len(labels) - 1), dim=1).indices
+    same = [[labels[j] == labels[i] for j in row] for i, row in enumerate(top.tolist())]
+    return float(np.mean(same))
+
+
+def run_evaluation(
+    catalog: Path, models_dir: Path, split: str = "all", progress: bool = True, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """`styleloop eval retrieval`: the trained heads against a ridge projection and random
+    vectors, on every product of ``catalog`` or on its validation split."""
+    heads, attributes, meta = load_heads(align_folder(models_dir))
+    products = load_products(catalog)
+    if split == "validation":
+        products = [p for p in products if is_validation(p.id, meta["validation_fraction"])]
+    if len(products) < 10:
+        raise CatalogError(f"only {len(products)} products to evaluate on; need at least 10")
+    features = extract_features(products, models_dir, models_dir / ".cache", progress)
+    image = torch.from_numpy(features.image).float()
+    title = torch.from_numpy(features.title).float()
+    kinds = [p.attributes["article_type"] for p in products]
+    with torch.no_grad():
+        ours_images, ours_titles = heads.embed_image(image), heads.embed_text(title)
+    ridge = np.load(align_folder(models_dir) / "ridge.npy")
+    ridge_images = F.normalize(torch.from_numpy(features.image @ ridge).float())
+    rng = np.random.default_rng(seed)
+    random_images = F.normalize(torch.from_numpy(rng.standard_normal(ours_images.shape)).float())
+    random_titles = F.normalize(torch.from_numpy(rng.standard_normal(ours_titles.shape)).float())
+    results: dict[str, dict[str, float]] = {
+        "styleloop heads": {
+            **recall_at(ours_titles, ours_images),
+            "P@5 same type": precision_at_5(ours_images, kinds),
+        },
+        "ridge baseline": {
+            **recall_at(F.normalize(title), ridge_images),
+            "P@5 same type": precision_at_5(ridge_images, kinds),
+        },
+        "random vectors": {
+            **recall_at(random_titles, random_images),
+            "P@5 same type": precision_at_5(random_images, kinds),
+        },
+    }
+    inputs = attribute_inputs(features)
+    for head in attributes:
+        predicted = head.probabilities(inputs).argmax(axis=1)
+        truth = [p.attributes[head.name] for p in products]
+        results["styleloop heads"][f"{head.name} acc"] = float(
+            np.mean([head.classes[i] == t for i, t in zip(predicted, truth, strict=True)])
+        )
+    return results

@@ -1,0 +1,120 @@
+"""Alignment training on a small generated catalog with the tiny preset (fast)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from styleloop.models import align
+from tests.conftest import run_cli
+
+COLOURS = {
+    "Black": (20, 20, 20),
+    "Red": (200, 30, 30),
+    "Blue": (30, 60, 200),
+    "Green": (30, 160, 60),
+}
+TYPES = ("Tshirts", "Shoes", "Skirts")
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """80 drawn products whose photos really show their colour and type."""
+    folder = tmp_path_factory.mktemp("catalog")
+    (folder / "images").mkdir()
+    rows = []
+    for i in range(80):
+        colour = list(COLOURS)[i % 4]
+        kind = TYPES[(i // 4) % 3]
+        image = Image.new("RGB", (96, 96), "white")
+        draw = ImageDraw.Draw(image)
+        box = (10 + i % 7, 12, 80, 84 - i % 5)
+        {"Tshirts": draw.rectangle, "Shoes": draw.ellipse, "Skirts": draw.pieslice}[kind](
+            box, fill=COLOURS[colour], **({"start": 200, "end": 340} if kind == "Skirts" else {})
+        )
+        image.save(folder / "images" / f"{i}.png")
+        rows.append(
+            {
+                "id": str(1000 + i),
+                "title": f"{colour} {kind} number {i}",
+                "article_type": kind,
+                "base_colour": colour,
+                "usage": "Casual",
+                "master_category": "Apparel",
+                "sub_category": kind,
+                "image": f"images/{i}.png",
+            }
+        )
+    (folder / "products.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return folder
+
+
+def test_split_is_by_product_id_stable_and_never_leaks(catalog: Path):
+    products = align.load_products(catalog)
+    first = {p.id for p in products if align.is_validation(p.id, 0.25)}
+    second = {p.id for p in products if align.is_validation(p.id, 0.25)}
+    train = {p.id for p in products} - first
+    assert first == second and first and train
+    assert not first & train
+    assert 0.1 < len(first) / len(products) < 0.45
+
+
+def test_training_lowers_the_loss_and_saves_working_heads(catalog: Path, tiny_models: Path):
+    meta = align.run_training(
+        catalog, tiny_models, max_epochs=40, validation_fraction=0.25, progress=False
+    )
+    assert meta["losses"][-1] < meta["losses"][0]
+    assert meta["validation_products"] + (meta["products"] - meta["validation_products"]) == 80
+    heads, attributes, saved = align.load_heads(tiny_models / "align")
+    assert saved["dim"] == 256 and {a.name for a in attributes} == set(align.ATTRIBUTES)
+    features = align.extract_features(
+        align.load_products(catalog), tiny_models, tiny_models / ".cache", progress=False
+    )
+    colour = next(a for a in attributes if a.name == "base_colour")
+    probabilities = colour.probabilities(align.attribute_inputs(features))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert colour.temperature > 0
+    truth = [p.attributes["base_colour"] for p in align.load_products(catalog)]
+    accuracy = np.mean(
+        [colour.classes[i] == t for i, t in zip(probabilities.argmax(1), truth, strict=True)]
+    )
+    assert accuracy > 0.9  # the colour statistics see the drawn colours
+
+
+def test_evaluation_reports_heads_and_baselines(catalog: Path, tiny_models: Path, tmp_path: Path):
+    align.run_training(catalog, tiny_models, max_epochs=5, validation_fraction=0.25, progress=False)
+    for split in ("all", "validation"):
+        results = align.run_evaluation(catalog, tiny_models, split, progress=False)
+        assert set(results) == {"styleloop heads", "ridge baseline", "random vectors"}
+        for row in results.values():
+            assert 0 <= row["R@1"] <= row["R@5"] <= row["R@10"] <= 1
+            assert 0 <= row["P@5 same type"] <= 1
+        assert "article_type acc" in results["styleloop heads"]
+    out = tmp_path / "eval.json"
+    result = run_cli(
+        "eval",
+        "retrieval",
+        "--catalog",
+        str(catalog),
+        "--models-dir",
+        str(tiny_models),
+        "--json",
+        str(out),
+        "--no-progress",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ridge baseline" in result.stdout and json.loads(out.read_text())["random vectors"]
+
+
+def test_cli_errors_are_clear(tmp_path: Path):
+    result = run_cli(
+        "train", "align", "--catalog", str(tmp_path), "--models-dir", str(tmp_path), "--no-progress"
+    )
+    assert result.returncode == 2 and "no products.jsonl" in result.stderr
+    result = run_cli("eval", "retrieval", "--catalog", str(tmp_path), "--models-dir", str(tmp_path))
+    assert result.returncode == 2 and "no trained heads" in result.stderr
+    assert "Traceback" not in result.stderr
