@@ -359,7 +359,7 @@ def train_attribute(
             return nll
 
         fit.step(closure)  # type: ignore[no-untyped-call]
-        temperature = float(log_t.exp())
+        temperature = float(log_t.detach().exp())
     return AttributeHead(name, classes, linear, mean, std, temperature)
 
 
