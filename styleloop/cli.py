@@ -94,14 +94,18 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _catalog(value: Path | None) -> Path | None:
+    if value is not None:
+        return value
+    configured = os.environ.get("STYLELOOP_DATA_DIR")
+    return Path(configured) if configured and Path(configured).is_dir() else None
+
+
 def cmd_bench_encoder(args: argparse.Namespace) -> int:
     from services.encoder import bench
 
-    catalog = args.catalog
-    if catalog is None and os.environ.get("STYLELOOP_DATA_DIR"):
-        candidate = Path(os.environ["STYLELOOP_DATA_DIR"])
-        catalog = candidate if candidate.is_dir() else None
     models_dir = args.models_dir or DEFAULT_MODELS_DIR / "offline"
+    catalog = _catalog(args.catalog)
     return bench.main(models_dir, catalog, args.requests, args.json, args.max_batch_size)
 
 
@@ -110,13 +114,6 @@ def cmd_bench_recommender(args: argparse.Namespace) -> int:
 
     sizes = [int(size) for size in args.sizes.split(",")]
     return bench.main(sizes, args.dim, args.queries, args.json, args.hnsw_ef, not args.float32)
-
-
-def _catalog(value: Path | None) -> Path | None:
-    if value is not None:
-        return value
-    configured = os.environ.get("STYLELOOP_DATA_DIR")
-    return Path(configured) if configured and Path(configured).is_dir() else None
 
 
 def cmd_train_align(args: argparse.Namespace) -> int:
