@@ -117,7 +117,8 @@ def cmd_bench_recommender(args: argparse.Namespace) -> int:
 
 
 def cmd_train_align(args: argparse.Namespace) -> int:
-    from styleloop.models.align import CatalogError, run_training
+    from styleloop.catalog import CatalogError
+    from styleloop.models.align import run_training
 
     catalog = _catalog(args.catalog)
     if catalog is None:
@@ -147,7 +148,8 @@ def cmd_train_align(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_retrieval(args: argparse.Namespace) -> int:
-    from styleloop.models.align import CatalogError, run_evaluation
+    from styleloop.catalog import CatalogError
+    from styleloop.models.align import run_evaluation
 
     catalog = _catalog(args.catalog)
     if catalog is None:

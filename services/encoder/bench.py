@@ -23,6 +23,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from styleloop.catalog import load_products
 from styleloop.v1 import encoder_pb2, encoder_pb2_grpc
 
 
@@ -164,13 +165,7 @@ async def run_mode(
 def load_images(catalog: Path | None, count: int) -> list[bytes]:
     """Real catalog photos when a catalog is given, else drawn garments (PNG)."""
     if catalog is not None:
-        folder = (
-            catalog / "fashion-product-images"
-            if (catalog / "fashion-product-images").is_dir()
-            else catalog
-        )
-        rows = [json.loads(line) for line in (folder / "products.jsonl").open(encoding="utf-8")]
-        return [(folder / row["image"]).read_bytes() for row in rows[:count]]
+        return [p.image.read_bytes() for p in load_products(catalog)[:count]]
     import io
 
     from PIL import Image, ImageDraw

@@ -29,64 +29,11 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 from tqdm import tqdm
 
+from styleloop.catalog import ATTRIBUTES, CatalogError, Product, load_products
 from styleloop.models.manifest import EncoderManifest, load_manifest
 from styleloop.models.preprocess import preprocess_image
 
-ATTRIBUTES = ("article_type", "base_colour", "usage", "master_category", "sub_category")
 FEATURE_VERSION = 1
-
-
-@dataclass(frozen=True)
-class Product:
-    id: str
-    title: str
-    image: Path
-    attributes: dict[str, str]
-
-    @property
-    def caption(self) -> str:
-        """The attribute caption the text side also learns from: "a black casual tshirts"."""
-        a = self.attributes
-        words = [a.get("base_colour", ""), a.get("usage", ""), a.get("article_type", "")]
-        return "a " + " ".join(w for w in words if w and w != "None").lower()
-
-
-class CatalogError(ValueError):
-    """The catalog folder cannot be read; the message says why."""
-
-
-def load_products(catalog: Path) -> list[Product]:
-    """Products of a catalog folder in the sample layout (``products.jsonl`` + images),
-    or of its parent (``DIR/fashion-product-images``). Rows without a readable image are
-    skipped."""
-    folder = (
-        catalog / "fashion-product-images"
-        if (catalog / "fashion-product-images").is_dir()
-        else catalog
-    )
-    path = folder / "products.jsonl"
-    if not path.is_file():
-        raise CatalogError(f"no products.jsonl in {folder}")
-    products = []
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            image = folder / str(row.get("image", ""))
-            if not image.is_file():
-                continue
-            products.append(
-                Product(
-                    id=str(row["id"]),
-                    title=str(row.get("title", "")),
-                    image=image,
-                    attributes={name: str(row.get(name, "")) for name in ATTRIBUTES},
-                )
-            )
-    if not products:
-        raise CatalogError(f"no product with a readable image in {path}")
-    return products
 
 
 def is_validation(product_id: str, fraction: float) -> bool:
@@ -114,6 +61,16 @@ class Features:
     colour: np.ndarray
     title: np.ndarray
     caption: np.ndarray
+
+    def select(self, mask: np.ndarray) -> Features:
+        """The rows where ``mask`` is true."""
+        return Features(
+            [i for i, keep in zip(self.ids, mask, strict=True) if keep],
+            self.image[mask],
+            self.colour[mask],
+            self.title[mask],
+            self.caption[mask],
+        )
 
 
 def extract_features(
@@ -481,11 +438,14 @@ def run_evaluation(
     vectors, on every product of ``catalog`` or on its validation split."""
     heads, attributes, meta = load_heads(align_folder(models_dir))
     products = load_products(catalog)
+    # Features of the whole catalog (cached by training), then the rows evaluated on.
+    features = extract_features(products, models_dir, models_dir / ".cache", progress)
     if split == "validation":
-        products = [p for p in products if is_validation(p.id, meta["validation_fraction"])]
+        mask = np.asarray([is_validation(p.id, meta["validation_fraction"]) for p in products])
+        products = [p for p, keep in zip(products, mask, strict=True) if keep]
+        features = features.select(mask)
     if len(products) < 10:
         raise CatalogError(f"only {len(products)} products to evaluate on; need at least 10")
-    features = extract_features(products, models_dir, models_dir / ".cache", progress)
     image = torch.from_numpy(features.image).float()
     title = torch.from_numpy(features.title).float()
     kinds = [p.attributes["article_type"] for p in products]

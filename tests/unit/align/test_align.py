@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from styleloop.catalog import ATTRIBUTES, load_products
 from styleloop.models import align
 from tests.conftest import run_cli
 
@@ -54,7 +55,7 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_split_is_by_product_id_stable_and_never_leaks(catalog: Path):
-    products = align.load_products(catalog)
+    products = load_products(catalog)
     first = {p.id for p in products if align.is_validation(p.id, 0.25)}
     second = {p.id for p in products if align.is_validation(p.id, 0.25)}
     train = {p.id for p in products} - first
@@ -70,15 +71,15 @@ def test_training_lowers_the_loss_and_saves_working_heads(catalog: Path, tiny_mo
     assert meta["losses"][-1] < meta["losses"][0]
     assert meta["validation_products"] + (meta["products"] - meta["validation_products"]) == 80
     heads, attributes, saved = align.load_heads(tiny_models / "align")
-    assert saved["dim"] == 256 and {a.name for a in attributes} == set(align.ATTRIBUTES)
+    assert saved["dim"] == 256 and {a.name for a in attributes} == set(ATTRIBUTES)
     features = align.extract_features(
-        align.load_products(catalog), tiny_models, tiny_models / ".cache", progress=False
+        load_products(catalog), tiny_models, tiny_models / ".cache", progress=False
     )
     colour = next(a for a in attributes if a.name == "base_colour")
     probabilities = colour.probabilities(align.attribute_inputs(features))
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     assert colour.temperature > 0
-    truth = [p.attributes["base_colour"] for p in align.load_products(catalog)]
+    truth = [p.attributes["base_colour"] for p in load_products(catalog)]
     accuracy = np.mean(
         [colour.classes[i] == t for i, t in zip(probabilities.argmax(1), truth, strict=True)]
     )
