@@ -24,7 +24,14 @@ from prometheus_client import Gauge, Histogram
 
 from services.recommender.clients.encoder import EncoderClient, EncoderModel
 from services.recommender.config import RecommenderSettings
-from services.recommender.store import ClientStore, EdgeStore, Filters, Stored, VectorStore
+from services.recommender.store import (
+    ClientStore,
+    EdgeStore,
+    Filters,
+    Stored,
+    VectorStore,
+    scan_all,
+)
 from styleloop.runtime.errors import FailedPrecondition, InvalidArgument, ItemFailure, NotFound
 
 log = logging.getLogger(__name__)
@@ -108,12 +115,14 @@ def content_hash(item: dict[str, Any], image_digest: str) -> str:
 
 
 class Paging:
-    """Page sizes and opaque tokens (an offset, base64-encoded)."""
+    """Page sizes and opaque page tokens. Ranked lists page by offset; ``ListItems`` pages
+    by the store's own cursor, so no page re-reads the ones before it. A token names its
+    kind, so one RPC's token is refused by another."""
 
     def __init__(self, default: int, maximum: int) -> None:
         self.default, self.maximum = default, maximum
 
-    def parse(self, page_size: int, token: str) -> tuple[int, int]:
+    def size(self, page_size: int) -> int:
         if page_size < 0:
             raise InvalidArgument(
                 f"page_size must not be negative (got {page_size})", reason="BAD_PAGE_SIZE"
@@ -122,23 +131,46 @@ class Paging:
             raise InvalidArgument(
                 f"page_size {page_size} is over the maximum {self.maximum}", reason="BAD_PAGE_SIZE"
             )
-        offset = 0
-        if token:
-            try:
-                offset = int(base64.urlsafe_b64decode(token.encode()).decode().removeprefix("o:"))
-            except (ValueError, binascii.Error, UnicodeDecodeError):
-                raise InvalidArgument(
-                    "page_token is not one this service issued", reason="BAD_PAGE_TOKEN"
-                ) from None
-            if offset < 0:
-                raise InvalidArgument(
-                    "page_token is not one this service issued", reason="BAD_PAGE_TOKEN"
-                )
-        return page_size or self.default, offset
+        return page_size or self.default
 
     @staticmethod
-    def token(offset: int) -> str:
-        return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode()
+    def _decode(token: str, kind: str) -> str:
+        try:
+            found, _, value = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            found, value = "", ""
+        if found != kind or not value:
+            raise InvalidArgument(
+                "page_token is not one this service issued for this call",
+                reason="BAD_PAGE_TOKEN",
+            )
+        return value
+
+    @staticmethod
+    def _encode(kind: str, value: object) -> str:
+        return base64.urlsafe_b64encode(f"{kind}:{value}".encode()).decode()
+
+    def parse(self, page_size: int, token: str) -> tuple[int, int]:
+        """(limit, offset) of a ranked list."""
+        limit = self.size(page_size)
+        if not token:
+            return limit, 0
+        raw = self._decode(token, "o")
+        if not raw.isdigit():
+            raise InvalidArgument(
+                "page_token is not one this service issued for this call", reason="BAD_PAGE_TOKEN"
+            )
+        return limit, int(raw)
+
+    def parse_cursor(self, page_size: int, token: str) -> tuple[int, str | None]:
+        """(limit, cursor) of a catalog listing."""
+        return self.size(page_size), self._decode(token, "c") if token else None
+
+    def token(self, offset: int) -> str:
+        return self._encode("o", offset)
+
+    def cursor_token(self, cursor: str | None) -> str:
+        return self._encode("c", cursor) if cursor else ""
 
 
 def check_filters(filters: Filters) -> Filters:
@@ -200,7 +232,7 @@ class Recommender:
         is carried over as it is. Items whose image cannot be read are reported; the old
         collection is left untouched."""
         report = ReindexReport(source)
-        for page in old_items.scan(self.settings.max_upsert_items):
+        for page in scan_all(old_items, self.settings.max_upsert_items):
             inputs = []
             for row in page:
                 item = {k: v for k, v in row.payload.items() if k in ITEM_FIELDS}
@@ -215,7 +247,7 @@ class Recommender:
                         report.failures.append((item_id, failure.reason))
                     else:
                         report.items_moved += 1
-        for page in old_users.scan(256):
+        for page in scan_all(old_users, 256):
             self.users.upsert(page)
             report.users_moved += len(page)
         return report
@@ -384,9 +416,14 @@ class Recommender:
         return self._item(self._vectors_of([item_id], "item")[0].payload)
 
     def list_items(self, filters: Filters, page_size: int, token: str) -> Page:
-        limit, offset = self.paging.parse(page_size, token)
-        rows = self._timed("scroll", self.items.scroll, check_filters(filters), limit + 1, offset)
-        return self._page("ListItems", rows, limit, offset)
+        limit, cursor = self.paging.parse_cursor(page_size, token)
+        rows, following = self._timed(
+            "scroll", self.items.page, check_filters(filters), limit, cursor
+        )
+        RESULTS.labels("ListItems").observe(len(rows))
+        return Page(
+            [(self._item(r.payload), r.score) for r in rows], self.paging.cursor_token(following)
+        )
 
     # ------------------------------------------------------------------ search
 
@@ -566,7 +603,7 @@ class Recommender:
                 True,
             )
         else:
-            candidates = self._timed("scroll", self.items.scroll, filters, depth, 0)
+            candidates = self._timed("scroll", self.items.page, filters, depth, None)[0]
         threshold = self.settings.near_duplicate_threshold
         kept = (
             [

@@ -93,10 +93,11 @@ class VectorStore(Protocol):
         with_vectors: bool = False,
     ) -> list[Stored]: ...
 
-    def scroll(self, filters: Filters, limit: int, offset: int) -> list[Stored]: ...
-
-    def scan(self, batch: int) -> Iterator[list[Stored]]:
-        """Every point, a page at a time, following the engine's own scroll cursor."""
+    def page(
+        self, filters: Filters, limit: int, cursor: str | None
+    ) -> tuple[list[Stored], str | None]:
+        """Up to ``limit`` points in point-id order from ``cursor`` (the engine's own scroll
+        cursor), and the cursor of the next page (None after the last)."""
         ...
 
     def count(self) -> int: ...
@@ -106,6 +107,17 @@ class VectorStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def scan_all(store: VectorStore, batch: int) -> Iterator[list[Stored]]:
+    """Every point of ``store``, a page at a time."""
+    cursor: str | None = None
+    while True:
+        rows, cursor = store.page(Filters(), batch, cursor)
+        if rows:
+            yield rows
+        if cursor is None or not rows:
+            return
 
 
 # ----------------------------------------------------------------------------- Qdrant Edge
@@ -289,25 +301,15 @@ class EdgeStore:
         )
         return self._query(limit, offset, query, filters, with_vector=with_vectors)
 
-    def scroll(self, filters: Filters, limit: int, offset: int) -> list[Stored]:
-        # Qdrant scrolls by point id; the catalog's order is the point id order.
-        records, _ = self.shard.scroll(
+    def page(
+        self, filters: Filters, limit: int, cursor: str | None
+    ) -> tuple[list[Stored], str | None]:
+        records, following = self.shard.scroll(
             self.q.ScrollRequest(
-                limit=offset + limit, filter=self._filter(filters), with_payload=True
+                offset=cursor, limit=limit, filter=self._filter(filters), with_payload=True
             )
         )
-        return [self._stored(r) for r in records[offset:]]
-
-    def scan(self, batch: int) -> Iterator[list[Stored]]:
-        cursor = None
-        while True:
-            records, cursor = self.shard.scroll(
-                self.q.ScrollRequest(offset=cursor, limit=batch, with_payload=True)
-            )
-            if records:
-                yield [self._stored(r) for r in records]
-            if cursor is None or not records:
-                return
+        return [self._stored(r) for r in records], None if following is None else str(following)
 
     def count(self) -> int:
         return int(self.shard.count(self.q.CountRequest(exact=True)))
@@ -482,25 +484,17 @@ class ClientStore:
             limit, offset, filters, query=query, using=using, with_vectors=with_vectors
         )
 
-    def scroll(self, filters: Filters, limit: int, offset: int) -> list[Stored]:
-        records, _ = self.client.scroll(
+    def page(
+        self, filters: Filters, limit: int, cursor: str | None
+    ) -> tuple[list[Stored], str | None]:
+        records, following = self.client.scroll(
             self.collection,
             scroll_filter=self._filter(filters),
-            limit=offset + limit,
+            limit=limit,
+            offset=cursor,
             with_payload=True,
         )
-        return [self._stored(r) for r in records[offset:]]
-
-    def scan(self, batch: int) -> Iterator[list[Stored]]:
-        cursor = None
-        while True:
-            records, cursor = self.client.scroll(
-                self.collection, limit=batch, offset=cursor, with_payload=True
-            )
-            if records:
-                yield [self._stored(r) for r in records]
-            if cursor is None or not records:
-                return
+        return [self._stored(r) for r in records], None if following is None else str(following)
 
     def count(self) -> int:
         return int(self.client.count(self.collection, exact=True).count)

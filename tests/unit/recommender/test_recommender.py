@@ -117,6 +117,35 @@ async def test_text_search_and_similar_items_filter_and_paginate(stack):
     assert scores == sorted(scores, reverse=True)
 
 
+async def test_list_items_pages_through_the_filtered_catalog_once(stack):
+    rows = catalog(20)
+    await stack.stub.UpsertItems(upsert_request(rows), timeout=60)
+    category = rows[0][0]["category"]
+    wanted = {item["item_id"] for item, _ in rows if item["category"] == category}
+    seen: list[str] = []
+    token = ""
+    for _ in range(20):
+        page = await stack.stub.ListItems(
+            recommender_pb2.ListItemsRequest(
+                filter=common_pb2.ItemFilter(categories=[category]), page_size=3, page_token=token
+            )
+        )
+        assert len(page.items) <= 3
+        seen += [item.item_id for item in page.items]
+        token = page.next_page_token
+        if not token:
+            break
+    assert sorted(seen) == sorted(wanted)
+    search = await stack.stub.SearchByText(
+        recommender_pb2.SearchByTextRequest(query="shirt", page_size=1), timeout=30
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stack.stub.ListItems(
+            recommender_pb2.ListItemsRequest(page_token=search.next_page_token)
+        )
+    assert error_reason(err.value) == "BAD_PAGE_TOKEN"
+
+
 async def test_catalog_survives_a_restart(stack):
     rows = catalog(6)
     await stack.stub.UpsertItems(upsert_request(rows), timeout=60)
