@@ -109,6 +109,18 @@ class VectorStore(Protocol):
     def close(self) -> None: ...
 
 
+def to_stored(point: Any) -> Stored:
+    """A record or scored point of either client library as a :class:`Stored`."""
+    payload = dict(point.payload or {})
+    vectors = point.vector if isinstance(point.vector, dict) else {}
+    return Stored(
+        key=str(payload.get("key", "")),
+        payload=payload,
+        vectors={k: list(v) for k, v in vectors.items()},
+        score=float(getattr(point, "score", 0.0) or 0.0),
+    )
+
+
 def scan_all(store: VectorStore, batch: int) -> Iterator[list[Stored]]:
     """Every point of ``store``, a page at a time."""
     cursor: str | None = None
@@ -199,17 +211,6 @@ class EdgeStore:
             return None
         return q.Filter(must=must or None, must_not=must_not)
 
-    @staticmethod
-    def _stored(point: Any) -> Stored:
-        payload = dict(point.payload or {})
-        vectors = point.vector if isinstance(point.vector, dict) else {}
-        return Stored(
-            key=str(payload.get("key", "")),
-            payload=payload,
-            vectors={k: list(v) for k, v in vectors.items()},
-            score=float(getattr(point, "score", 0.0)),
-        )
-
     def upsert(self, points: Sequence[Stored]) -> None:
         q = self.q
         self.shard.update(
@@ -234,7 +235,7 @@ class EdgeStore:
         records = self.shard.retrieve(
             [point_id(k) for k in keys], with_payload=True, with_vector=with_vectors
         )
-        found = {r.key: r for r in map(self._stored, records)}
+        found = {r.key: r for r in map(to_stored, records)}
         return [found[k] for k in keys if k in found]
 
     def _query(
@@ -249,7 +250,7 @@ class EdgeStore:
             params=self.params,
             **extra,
         )
-        return [self._stored(p) for p in self.shard.query(request)]
+        return [to_stored(p) for p in self.shard.query(request)]
 
     def nearest(
         self, using: str, vector: Sequence[float], filters: Filters, limit: int, offset: int
@@ -309,7 +310,7 @@ class EdgeStore:
                 offset=cursor, limit=limit, filter=self._filter(filters), with_payload=True
             )
         )
-        return [self._stored(r) for r in records], None if following is None else str(following)
+        return [to_stored(r) for r in records], None if following is None else str(following)
 
     def count(self) -> int:
         return int(self.shard.count(self.q.CountRequest(exact=True)))
@@ -380,17 +381,6 @@ class ClientStore:
             return None
         return m.Filter(must=must or None, must_not=must_not)
 
-    @staticmethod
-    def _stored(point: Any) -> Stored:
-        payload = dict(point.payload or {})
-        vectors = point.vector if isinstance(point.vector, dict) else {}
-        return Stored(
-            key=str(payload.get("key", "")),
-            payload=payload,
-            vectors={k: list(v) for k, v in vectors.items()},
-            score=float(getattr(point, "score", 0.0) or 0.0),
-        )
-
     def upsert(self, points: Sequence[Stored]) -> None:
         m = self.m
         self.client.upsert(
@@ -420,7 +410,7 @@ class ClientStore:
             with_payload=True,
             with_vectors=with_vectors,
         )
-        found = {r.key: r for r in map(self._stored, records)}
+        found = {r.key: r for r in map(to_stored, records)}
         return [found[k] for k in keys if k in found]
 
     def _query(self, limit: int, offset: int, filters: Filters, **kwargs: Any) -> list[Stored]:
@@ -432,7 +422,7 @@ class ClientStore:
             with_payload=True,
             **kwargs,
         )
-        return [self._stored(p) for p in response.points]
+        return [to_stored(p) for p in response.points]
 
     def nearest(
         self, using: str, vector: Sequence[float], filters: Filters, limit: int, offset: int
@@ -494,7 +484,7 @@ class ClientStore:
             offset=cursor,
             with_payload=True,
         )
-        return [self._stored(r) for r in records], None if following is None else str(following)
+        return [to_stored(r) for r in records], None if following is None else str(following)
 
     def count(self) -> int:
         return int(self.client.count(self.collection, exact=True).count)
