@@ -36,6 +36,14 @@ def describe_manifest(models_dir: Path) -> list[str]:
             f"  encoder    {e.model_id} v{e.model_version}: image {e.image.dimension}-d, "
             f"text {e.text.dimension}-d, {space}"
         )
+        if e.alignment and manifest.backbone:
+            lines.append(
+                f"             trained heads {e.alignment.heads} on backbone "
+                f"v{manifest.backbone.model_version}"
+            )
+    if manifest.attributes:
+        names = ", ".join(a.name for a in manifest.attributes.attributes)
+        lines.append(f"  attributes {manifest.attributes.onnx}: {names}")
     if manifest.captioner:
         lines.append(
             f"  captioner  {manifest.captioner.model_id} v{manifest.captioner.model_version}"
@@ -119,6 +127,8 @@ def cmd_bench_recommender(args: argparse.Namespace) -> int:
 def cmd_train_align(args: argparse.Namespace) -> int:
     from styleloop.catalog import CatalogError
     from styleloop.models.align import run_training
+    from styleloop.models.manifest import load_manifest
+    from styleloop.models.prepare import PrepareError, prepare
 
     catalog = _catalog(args.catalog)
     if catalog is None:
@@ -134,7 +144,11 @@ def cmd_train_align(args: argparse.Namespace) -> int:
             validation_fraction=args.validation_fraction,
             progress=not args.no_progress,
         )
-    except CatalogError as exc:
+        # Fuse the heads onto the backbone: new encoder version, attribute graph, Triton.
+        manifest = load_manifest(models_dir)
+        assert manifest is not None  # run_training needs a prepared backbone
+        prepare(manifest.preset, models_dir, progress=not args.no_progress)  # type: ignore[arg-type]
+    except (CatalogError, PrepareError) as exc:
         sys.stderr.write(f"styleloop train align: {exc}\n")
         return 2
     v = meta["validation"]
@@ -144,6 +158,8 @@ def cmd_train_align(args: argparse.Namespace) -> int:
         f"validation text->image R@1 {v.get('R@1', 0):.3f} R@10 {v.get('R@10', 0):.3f}, "
         f"{meta['train_seconds']} s; heads in {models_dir / 'align'}"
     )
+    for line in describe_manifest(models_dir):
+        _out(line)
     return 0
 
 

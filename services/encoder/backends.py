@@ -19,8 +19,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from services.encoder.batching import MicroBatcher
 from styleloop.models.manifest import EncoderManifest
+from styleloop.runtime.batching import MicroBatcher
 from styleloop.runtime.errors import FailedPrecondition, Unavailable
 
 log = logging.getLogger(__name__)
@@ -103,21 +103,24 @@ class OnnxRuntimeRunner:
 class TorchRunner:
     """The PyTorch towers, rebuilt from the same source the ONNX graphs came from."""
 
-    def __init__(self, preset: str, manifest: EncoderManifest, device: str) -> None:
+    def __init__(
+        self, preset: str, models_dir: Path, manifest: EncoderManifest, device: str
+    ) -> None:
         import torch
 
         from styleloop.models import presets
+        from styleloop.models.prepare import load_towers
 
         if preset not in presets.PRESETS:
             raise FailedPrecondition(f"unknown preset {preset!r} in the manifest")
-        loaded = presets.load_encoder(preset, manifest.model_id)  # type: ignore[arg-type]
+        image_tower, text_tower = load_towers(preset, models_dir, manifest)  # type: ignore[arg-type]
         want_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
         if device == "cuda" and not want_cuda:
             log.warning("CUDA requested but torch sees no GPU; running on CPU")
         self._torch = torch
         self._device = torch.device("cuda" if want_cuda else "cpu")
-        self.image_tower = loaded.image_tower.to(self._device).eval()
-        self.text_tower = loaded.text_tower.to(self._device).eval()
+        self.image_tower = image_tower.to(self._device).eval()
+        self.text_tower = text_tower.to(self._device).eval()
         self.device = self._device.type
 
     def run_images(self, pixel_values: np.ndarray) -> np.ndarray:
@@ -156,15 +159,17 @@ class InProcessBackend(InferenceBackend):
         if max_image_batch_size == 0:
             max_image_batch_size = max_batch_size if runner.device == "cuda" else 8
         knobs: dict[str, Any] = {"max_wait_s": max_wait_s, "max_queue_items": max_queue_items}
-        self.image_batcher: MicroBatcher[np.ndarray] = MicroBatcher(
+        self.image_batcher: MicroBatcher[np.ndarray, np.ndarray] = MicroBatcher(
+            "encoder",
             "image",
-            lambda items: runner.run_images(np.stack(items)),
+            lambda items: list(runner.run_images(np.stack(items))),
             max_batch_size=min(max_image_batch_size, max_batch_size),
             **knobs,
         )
-        self.text_batcher: MicroBatcher[Sequence[int]] = MicroBatcher(
+        self.text_batcher: MicroBatcher[Sequence[int], np.ndarray] = MicroBatcher(
+            "encoder",
             "text",
-            lambda items: runner.run_texts(*pad_batch(items, pad_id)),
+            lambda items: list(runner.run_texts(*pad_batch(items, pad_id))),
             max_batch_size=max_batch_size,
             **knobs,
         )

@@ -24,10 +24,10 @@ from services.encoder.backends import (
     TritonBackend,
 )
 from services.encoder.config import EncoderSettings
-from services.encoder.inputs import InputLimits, check_text, decode_image
 from styleloop.models.manifest import Manifest, load_manifest
 from styleloop.models.preprocess import preprocess_image
 from styleloop.runtime.errors import FailedPrecondition, InvalidArgument, ItemFailure
+from styleloop.runtime.inputs import InputLimits, check_text, decode_image
 
 EMBEDDED = Counter("encoder_embeddings_total", "Items embedded.", ["modality"])
 FAILED_ITEMS = Counter(
@@ -166,7 +166,7 @@ def build_backend(settings: EncoderSettings, manifest: Manifest) -> InferenceBac
         )
     runner: Runner
     if settings.encoder_backend == "torch":
-        runner = TorchRunner(manifest.preset, spec, settings.encoder_device)
+        runner = TorchRunner(manifest.preset, settings.models_dir, spec, settings.encoder_device)
     else:
         runner = OnnxRuntimeRunner(
             settings.models_dir, spec, settings.encoder_device, settings.ort_threads

@@ -25,33 +25,29 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 from torch.nn import functional as F  # noqa: N812
 from tqdm import tqdm
 
 from styleloop.catalog import ATTRIBUTES, CatalogError, Product, load_products
+from styleloop.models.heads import (
+    AttributeClassifier,
+    ColourStatistics,
+    ProjectionHeads,
+    align_folder,
+    attribute_inputs,
+    load_heads,
+    save_heads,
+)
 from styleloop.models.manifest import EncoderManifest, load_manifest
 from styleloop.models.preprocess import preprocess_image
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 
 
 def is_validation(product_id: str, fraction: float) -> bool:
     """The split is a pure function of the product id: stable, and never leaks."""
     bucket = int(hashlib.sha1(product_id.encode()).hexdigest(), 16) % 10_000
     return bucket < fraction * 10_000
-
-
-def colour_statistics(image: Image.Image) -> np.ndarray:
-    """Mean and spread of the foreground (non-white) pixels and a 4x4x4 colour histogram:
-    colour is what ImageNet features know least about."""
-    pixels = np.asarray(image.convert("RGB").resize((64, 64)), np.float32).reshape(-1, 3) / 255
-    foreground = pixels[pixels.min(axis=1) < 0.92]
-    if len(foreground) < 10:
-        foreground = pixels
-    histogram = np.histogramdd(foreground, bins=(4, 4, 4), range=((0, 1),) * 3)[0].ravel()
-    histogram /= max(1.0, histogram.sum())
-    return np.concatenate([foreground.mean(0), foreground.std(0), histogram]).astype(np.float32)
 
 
 @dataclass
@@ -73,6 +69,19 @@ class Features:
         )
 
 
+def backbone_manifest(models_dir: Path) -> EncoderManifest:
+    """The frozen towers that features come from (``models prepare`` writes them)."""
+    manifest = load_manifest(models_dir)
+    if manifest is None or manifest.backbone is None:
+        raise CatalogError(f"no prepared encoder in {models_dir}; run `styleloop models prepare`")
+    return manifest.backbone
+
+
+def colour_module(spec: EncoderManifest) -> ColourStatistics:
+    """Colour statistics of the pixel_values this encoder's image tower gets."""
+    return ColourStatistics(spec.image.preprocessing.mean, spec.image.preprocessing.std)
+
+
 def extract_features(
     products: Sequence[Product], models_dir: Path, cache_dir: Path, progress: bool = True
 ) -> Features:
@@ -80,10 +89,8 @@ def extract_features(
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
-    manifest = load_manifest(models_dir)
-    if manifest is None or manifest.encoder is None:
-        raise CatalogError(f"no prepared encoder in {models_dir}; run `styleloop models prepare`")
-    spec: EncoderManifest = manifest.encoder
+    spec = backbone_manifest(models_dir)
+    colour = colour_module(spec)
     key = hashlib.sha256(
         json.dumps(
             [
@@ -118,7 +125,8 @@ def extract_features(
         images = [Image.open(p.image) for p in products[start : start + 32]]
         pixels = np.stack([preprocess_image(im, spec.image.preprocessing) for im in images])
         image_rows.append(image_session.run(None, {"pixel_values": pixels})[0])
-        colour_rows += [colour_statistics(im) for im in images]
+        with torch.no_grad():
+            colour_rows.append(colour(torch.from_numpy(pixels)).numpy())
 
     def embed(texts: list[str]) -> np.ndarray:
         rows = []
@@ -140,7 +148,7 @@ def extract_features(
     features = Features(
         [p.id for p in products],
         np.concatenate(image_rows),
-        np.stack(colour_rows),
+        np.concatenate(colour_rows),
         embed([p.title for p in products]),
         embed([p.caption for p in products]),
     )
@@ -165,26 +173,29 @@ def recall_at(
     return {f"R@{k}": float((rank < k).float().mean()) for k in ks}
 
 
-class ProjectionHeads(nn.Module):
-    def __init__(self, image_dim: int, text_dim: int, dim: int) -> None:
-        super().__init__()
-        self.image = nn.Linear(image_dim, dim)
-        self.text = nn.Linear(text_dim, dim)
-        self.log_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-
-    def embed_image(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.image(x))
-
-    def embed_text(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.text(x))
-
-
 @dataclass
 class TrainReport:
     epochs: int
     best_epoch: int
     losses: list[float] = field(default_factory=list)
     validation: dict[str, float] = field(default_factory=dict)
+
+
+def supervised_contrastive(
+    embedded: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1
+) -> torch.Tensor:
+    """SupCon (Khosla et al. 2020): each row's positives are the other rows of its label."""
+    n = len(labels)
+    self_mask = torch.eye(n, dtype=torch.bool)
+    logits = (embedded @ embedded.T / temperature).masked_fill(self_mask, -1e9)
+    log_prob = logits - logits.logsumexp(dim=1, keepdim=True)
+    positives = (labels[:, None] == labels[None, :]) & ~self_mask
+    count = positives.sum(dim=1)
+    has = count > 0
+    if not has.any():
+        return embedded.sum() * 0
+    mean_log_prob = (log_prob * positives).sum(dim=1)[has] / count[has]
+    return -mean_log_prob.mean()
 
 
 def train_projection(
@@ -197,20 +208,34 @@ def train_projection(
     patience: int = 15,
     batch_size: int = 512,
     lr: float = 2e-3,
+    kinds: Sequence[str] | None = None,
+    kind_weight: float = 0.5,
+    use_colour: bool = True,
     progress: bool = True,
 ) -> tuple[ProjectionHeads, TrainReport]:
     """Symmetric InfoNCE over (photo, title or caption) pairs; early stopping on the
-    validation split's title→photo Recall@10."""
+    validation split's title→photo Recall@10. With ``kinds`` (article type per product),
+    a supervised contrastive term (weight ``kind_weight``) also pulls photos of one type
+    together, for image→image neighbours."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    image = torch.from_numpy(features.image).float()
     title = torch.from_numpy(features.title).float()
     caption = torch.from_numpy(features.caption).float()
+    colour = torch.from_numpy(features.colour).float()
     train_mask = torch.from_numpy(~validation)
     val_mask = torch.from_numpy(validation)
-    heads = ProjectionHeads(image.shape[1], title.shape[1], dim)
+    heads = ProjectionHeads(
+        features.image.shape[1], title.shape[1], dim, colour.shape[1] if use_colour else 0
+    )
+    if use_colour:
+        heads.colour_mean.copy_(colour[train_mask].mean(0))
+        heads.colour_std.copy_(colour[train_mask].std(0) + 1e-6)
+    image = heads.image_inputs(torch.from_numpy(features.image).float(), colour)
     optimiser = torch.optim.AdamW(heads.parameters(), lr=lr, weight_decay=1e-4)
     images, titles, captions = image[train_mask], title[train_mask], caption[train_mask]
+    kind_ids = torch.tensor(
+        [sorted(set(kinds)).index(k) for k in kinds] if kinds else [0] * len(image)
+    )[train_mask]
     report = TrainReport(epochs=0, best_epoch=-1)
     best_state: dict[str, torch.Tensor] | None = None
     best_score, waited = -1.0, 0
@@ -224,11 +249,12 @@ def train_projection(
                 continue
             use_caption = torch.rand(len(index), generator=generator) < 0.5
             texts = torch.where(use_caption[:, None], captions[index], titles[index])
-            logits = heads.log_scale.exp().clamp(max=100) * (
-                heads.embed_image(images[index]) @ heads.embed_text(texts).T
-            )
+            embedded = heads.embed_image_inputs(images[index])
+            logits = heads.log_scale.exp().clamp(max=100) * (embedded @ heads.embed_text(texts).T)
             labels = torch.arange(len(index))
             loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+            if kind_weight:
+                loss = loss + kind_weight * supervised_contrastive(embedded, kind_ids[index])
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -239,7 +265,7 @@ def train_projection(
             continue
         with torch.no_grad():
             metrics = recall_at(
-                heads.embed_text(title[val_mask]), heads.embed_image(image[val_mask])
+                heads.embed_text(title[val_mask]), heads.embed_image_inputs(image[val_mask])
             )
         bar.set_postfix(loss=f"{report.losses[-1]:.3f}", r10=f"{metrics['R@10']:.3f}")
         if metrics["R@10"] > best_score:
@@ -259,53 +285,50 @@ def train_projection(
     return heads, report
 
 
-def attribute_inputs(features: Features) -> np.ndarray:
-    return np.concatenate([features.image, features.colour], axis=1).astype(np.float32)
-
-
-@dataclass
-class AttributeHead:
-    name: str
-    classes: list[str]
-    linear: nn.Linear
-    mean: np.ndarray
-    std: np.ndarray
-    temperature: float = 1.0
-
-    def probabilities(self, inputs: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy((inputs - self.mean) / self.std)
-        with torch.no_grad():
-            return F.softmax(self.linear(x) / self.temperature, dim=1).numpy()
+def feature_inputs(features: Features) -> torch.Tensor:
+    """The attribute classifiers' inputs for cached features (as the fused graph builds them)."""
+    return attribute_inputs(
+        torch.from_numpy(features.image).float(), torch.from_numpy(features.colour).float()
+    )
 
 
 def train_attribute(
     name: str,
-    inputs: np.ndarray,
+    inputs: torch.Tensor,
     labels: Sequence[str],
     validation: np.ndarray,
+    *,
     seed: int = 0,
-    steps: int = 300,
-) -> AttributeHead:
-    """A multinomial logistic regression; temperature fitted on the validation split."""
+    hidden: int = 256,
+    epochs: int = 30,
+    batch_size: int = 256,
+) -> AttributeClassifier:
+    """A classifier on standardised inputs (one hidden layer, or multinomial logistic
+    regression with ``hidden=0``), trained with mini-batches; its temperature is then fitted
+    on the validation split (calibration)."""
     torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
     classes = sorted(set(labels))
     target = torch.tensor([classes.index(label) for label in labels])
-    mean = inputs[~validation].mean(0)
-    std = inputs[~validation].std(0) + 1e-6
-    x = torch.from_numpy((inputs - mean) / std)
-    linear = nn.Linear(inputs.shape[1], len(classes))
-    optimiser = torch.optim.Adam(linear.parameters(), lr=1e-2, weight_decay=1e-4)
-    train = torch.from_numpy(~validation)
-    for _ in range(steps):
-        loss = F.cross_entropy(linear(x[train]), target[train])
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    temperature = 1.0
-    val = torch.from_numpy(validation)
+    train, val = torch.from_numpy(~validation), torch.from_numpy(validation)
+    classifier = AttributeClassifier(name, classes, inputs.shape[1], hidden)
+    classifier.mean.copy_(inputs[train].mean(0))
+    classifier.std.copy_(inputs[train].std(0) + 1e-6)
+    optimiser = torch.optim.AdamW(classifier.net.parameters(), lr=1e-3, weight_decay=1e-2)
+    x, y = inputs[train], target[train]
+    classifier.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=generator)
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            loss = F.cross_entropy(classifier.logits(x[index]), y[index])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    classifier.eval()
     if val.sum() > 0:
         with torch.no_grad():
-            logits = linear(x[val])
+            logits = classifier.logits(inputs[val])
         log_t = torch.zeros(1, requires_grad=True)
         fit = torch.optim.LBFGS([log_t], lr=0.1, max_iter=50)
 
@@ -316,48 +339,8 @@ def train_attribute(
             return nll
 
         fit.step(closure)  # type: ignore[no-untyped-call]
-        temperature = float(log_t.detach().exp())
-    return AttributeHead(name, classes, linear, mean, std, temperature)
-
-
-def save_heads(
-    folder: Path, heads: ProjectionHeads, attributes: Sequence[AttributeHead], meta: dict[str, Any]
-) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "projection": heads.state_dict(),
-            "attributes": {
-                a.name: {
-                    "state": a.linear.state_dict(),
-                    "classes": a.classes,
-                    "mean": a.mean,
-                    "std": a.std,
-                    "temperature": a.temperature,
-                }
-                for a in attributes
-            },
-        },
-        folder / "heads.pt",
-    )
-    (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-
-
-def load_heads(folder: Path) -> tuple[ProjectionHeads, list[AttributeHead], dict[str, Any]]:
-    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-    saved = torch.load(folder / "heads.pt", weights_only=False)
-    heads = ProjectionHeads(meta["image_dim"], meta["text_dim"], meta["dim"])
-    heads.load_state_dict(saved["projection"])
-    attributes = []
-    for name, data in saved["attributes"].items():
-        linear = nn.Linear(len(data["mean"]), len(data["classes"]))
-        linear.load_state_dict(data["state"])
-        attributes.append(
-            AttributeHead(
-                name, data["classes"], linear, data["mean"], data["std"], data["temperature"]
-            )
-        )
-    return heads, attributes, meta
+        classifier.temperature.fill_(float(log_t.detach().exp()))
+    return classifier
 
 
 def ridge_baseline(
@@ -367,10 +350,6 @@ def ridge_baseline(
     x, y = features.image[train].astype(np.float64), features.title[train].astype(np.float64)
     weights = np.linalg.solve(x.T @ x + lam * np.eye(x.shape[1]), x.T @ y)
     return lambda images: (images @ weights).astype(np.float32)
-
-
-def align_folder(models_dir: Path) -> Path:
-    return models_dir / "align"
 
 
 def run_training(
@@ -392,21 +371,31 @@ def run_training(
     features = extract_features(products, models_dir, models_dir / ".cache", progress)
     validation = np.asarray([is_validation(p.id, validation_fraction) for p in products])
     heads, report = train_projection(
-        features, validation, dim=dim, seed=seed, max_epochs=max_epochs, progress=progress
+        features,
+        validation,
+        dim=dim,
+        seed=seed,
+        max_epochs=max_epochs,
+        kinds=[p.attributes["article_type"] for p in products],
+        progress=progress,
     )
-    inputs = attribute_inputs(features)
+    inputs = feature_inputs(features)
     attributes = [
-        train_attribute(name, inputs, [p.attributes[name] for p in products], validation, seed)
+        train_attribute(name, inputs, [p.attributes[name] for p in products], validation, seed=seed)
         for name in ATTRIBUTES
     ]
     ridge = ridge_baseline(features, ~validation)
+    backbone = backbone_manifest(models_dir)
     meta = {
+        "backbone_model_id": backbone.model_id,
+        "backbone_version": backbone.model_version,
         "catalog": str(catalog),
         "products": len(products),
         "validation_products": int(validation.sum()),
         "validation_fraction": validation_fraction,
         "seed": seed,
         "dim": dim,
+        "colour_dim": heads.colour_dim,
         "image_dim": int(features.image.shape[1]),
         "text_dim": int(features.title.shape[1]),
         "epochs": report.epochs,
@@ -415,7 +404,7 @@ def run_training(
         "validation": report.validation,
         "train_seconds": round(time.perf_counter() - started, 1),
     }
-    save_heads(align_folder(models_dir), heads, attributes, meta)
+    save_heads(align_folder(models_dir), heads, colour_module(backbone), attributes, meta)
     np.save(
         align_folder(models_dir) / "ridge.npy",
         ridge(np.eye(features.image.shape[1], dtype=np.float32)),
@@ -436,7 +425,7 @@ def run_evaluation(
 ) -> dict[str, dict[str, float]]:
     """`styleloop eval retrieval`: the trained heads against a ridge projection and random
     vectors, on every product of ``catalog`` or on its validation split."""
-    heads, attributes, meta = load_heads(align_folder(models_dir))
+    heads, _, attributes, meta = load_heads(align_folder(models_dir))
     products = load_products(catalog)
     # Features of the whole catalog (cached by training), then the rows evaluated on.
     features = extract_features(products, models_dir, models_dir / ".cache", progress)
@@ -450,7 +439,8 @@ def run_evaluation(
     title = torch.from_numpy(features.title).float()
     kinds = [p.attributes["article_type"] for p in products]
     with torch.no_grad():
-        ours_images, ours_titles = heads.embed_image(image), heads.embed_text(title)
+        ours_images = heads.embed_image(image, torch.from_numpy(features.colour).float())
+        ours_titles = heads.embed_text(title)
     ridge = np.load(align_folder(models_dir) / "ridge.npy")
     ridge_images = F.normalize(torch.from_numpy(features.image @ ridge).float())
     rng = np.random.default_rng(seed)
@@ -470,9 +460,10 @@ def run_evaluation(
             "P@5 same type": precision_at_5(random_images, kinds),
         },
     }
-    inputs = attribute_inputs(features)
+    inputs = feature_inputs(features)
     for head in attributes:
-        predicted = head.probabilities(inputs).argmax(axis=1)
+        with torch.no_grad():
+            predicted = head(inputs).argmax(dim=1).tolist()
         truth = [p.attributes[head.name] for p in products]
         results["styleloop heads"][f"{head.name} acc"] = float(
             np.mean([head.classes[i] == t for i, t in zip(predicted, truth, strict=True)])

@@ -77,18 +77,22 @@ def check_parity(
     inputs: dict[str, np.ndarray],
     min_cosine: float = 0.999,
 ) -> float:
-    """Run both on the same inputs; raise unless every row agrees. Returns the worst cosine."""
+    """Run both on the same inputs; raise unless every row of every output agrees.
+    Returns the worst cosine."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, inputs)[0]
+    got = session.run(None, inputs)
     with torch.no_grad():
-        want = module(*(torch.from_numpy(value) for value in inputs.values())).numpy()
-    cosine = float(
-        np.min(
-            np.sum(got * want, axis=1)
-            / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
+        result = module(*(torch.from_numpy(value) for value in inputs.values()))
+    want = [t.numpy() for t in (result if isinstance(result, tuple) else (result,))]
+    if len(got) != len(want):
+        raise ExportMismatch(f"{path.name}: {len(got)} outputs, PyTorch gives {len(want)}")
+    cosine = min(
+        float(
+            np.min(np.sum(g * w, axis=1) / (np.linalg.norm(g, axis=1) * np.linalg.norm(w, axis=1)))
         )
+        for g, w in zip(got, want, strict=True)
     )
     if not cosine > min_cosine:
         raise ExportMismatch(f"{path.name}: ONNX and PyTorch disagree (cosine {cosine:.6f})")

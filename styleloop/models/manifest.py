@@ -63,6 +63,15 @@ class TextTower(OnnxTower):
     pad_token_id: int
 
 
+class Alignment(BaseModel):
+    """Trained heads fused onto a backbone (``styleloop train align``)."""
+
+    heads: str = Field(description="The heads file, relative to the models directory.")
+    heads_sha256: str
+    backbone_model_id: str
+    backbone_version: str = Field(description="model_version of the frozen backbone.")
+
+
 class EncoderManifest(BaseModel):
     """The dual encoder; vectors of one ``model_version`` share a Qdrant collection."""
 
@@ -71,8 +80,32 @@ class EncoderManifest(BaseModel):
     source: str = Field(description="Where the weights came from (hub id, wheel, random seed).")
     recipe: int = Field(default=0, description="Revision of the export code that wrote it.")
     shared_space: bool = Field(description="Whether image and text vectors are comparable.")
+    alignment: Alignment | None = Field(
+        default=None, description="Set when trained heads are fused onto the backbone."
+    )
     image: ImageTower
     text: TextTower
+
+
+class AttributeOutput(BaseModel):
+    """One output of the attribute graph: probabilities over ``classes``."""
+
+    name: str = Field(description="The attribute (article_type, base_colour, usage …).")
+    output: str = Field(description="The graph output holding its probabilities.")
+    classes: list[str]
+
+
+class AttributeModel(BaseModel):
+    """Image → attribute probabilities: the `offline` captioner's model."""
+
+    onnx: str
+    sha256: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    triton_model: str
+    preprocessing: ImagePreprocessing
+    attributes: list[AttributeOutput]
+    alignment: Alignment
 
 
 class CheckpointManifest(BaseModel):
@@ -91,7 +124,13 @@ class Manifest(BaseModel):
     schema_version: int = SCHEMA_VERSION
     preset: str
     update_time: str = ""
-    encoder: EncoderManifest | None = None
+    encoder: EncoderManifest | None = Field(
+        default=None, description="What the encoder serves: the backbone, or heads fused onto it."
+    )
+    backbone: EncoderManifest | None = Field(
+        default=None, description="The frozen towers as exported; alignment features come from it."
+    )
+    attributes: AttributeModel | None = None
     captioner: CheckpointManifest | None = None
     captioner_pending: str = Field(
         default="", description="Why there is no captioner yet, and what produces it."

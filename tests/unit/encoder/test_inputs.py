@@ -7,8 +7,8 @@ import io
 import pytest
 from PIL import Image
 
-from services.encoder.inputs import InputLimits, check_text, decode_image
 from styleloop.runtime.errors import ItemFailure
+from styleloop.runtime.inputs import InputLimits, check_text, decode_image
 from tests.conftest import encode_png, synthetic_garment
 
 LIMITS = InputLimits(max_image_bytes=200_000, max_image_pixels=4_000_000, max_text_chars=100)

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 from transformers.image_utils import load_image
 
-from services.encoder.inputs import InputLimits, decode_image
 from styleloop.models import presets
 from styleloop.models.preprocess import preprocess_image
+from styleloop.runtime.inputs import InputLimits, decode_image
 from tests.conftest import catalog_images, synthetic_garment
 
 LIMITS = InputLimits(max_image_bytes=50_000_000, max_image_pixels=50_000_000, max_text_chars=10)
