@@ -14,8 +14,8 @@ from styleloop.models.heads import load_heads
 from tests.conftest import run_cli
 
 
-def test_split_is_by_product_id_stable_and_never_leaks(catalog: Path):
-    products = load_products(catalog)
+def test_split_is_by_product_id_stable_and_never_leaks(drawn_catalog: Path):
+    products = load_products(drawn_catalog)
     first = {p.id for p in products if align.is_validation(p.id, 0.25)}
     second = {p.id for p in products if align.is_validation(p.id, 0.25)}
     train = {p.id for p in products} - first
@@ -24,21 +24,23 @@ def test_split_is_by_product_id_stable_and_never_leaks(catalog: Path):
     assert 0.1 < len(first) / len(products) < 0.45
 
 
-def test_training_lowers_the_loss_and_saves_working_heads(catalog: Path, trained_models: Path):
+def test_training_lowers_the_loss_and_saves_working_heads(
+    drawn_catalog: Path, trained_models: Path
+):
     meta = json.loads((trained_models / "align" / "meta.json").read_text())
     assert meta["losses"][-1] < meta["losses"][0]
     assert meta["validation_products"] + (meta["products"] - meta["validation_products"]) == 80
     _, _, attributes, saved = load_heads(trained_models / "align")
     assert saved["dim"] == 256 and {a.name for a in attributes} == set(ATTRIBUTES)
     features = align.extract_features(
-        load_products(catalog), trained_models, trained_models / ".cache", progress=False
+        load_products(drawn_catalog), trained_models, trained_models / ".cache", progress=False
     )
     colour = next(a for a in attributes if a.name == "base_colour")
     with torch.no_grad():
         probabilities = colour(align.feature_inputs(features)).numpy()
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     assert float(colour.temperature) > 0
-    truth = [p.attributes["base_colour"] for p in load_products(catalog)]
+    truth = [p.attributes["base_colour"] for p in load_products(drawn_catalog)]
     accuracy = np.mean(
         [colour.classes[i] == t for i, t in zip(probabilities.argmax(1), truth, strict=True)]
     )
@@ -46,10 +48,10 @@ def test_training_lowers_the_loss_and_saves_working_heads(catalog: Path, trained
 
 
 def test_evaluation_reports_heads_and_baselines(
-    catalog: Path, trained_models: Path, tmp_path: Path
+    drawn_catalog: Path, trained_models: Path, tmp_path: Path
 ):
     for split in ("all", "validation"):
-        results = align.run_evaluation(catalog, trained_models, split, progress=False)
+        results = align.run_evaluation(drawn_catalog, trained_models, split, progress=False)
         assert set(results) == {"styleloop heads", "ridge baseline", "random vectors"}
         for row in results.values():
             assert 0 <= row["R@1"] <= row["R@5"] <= row["R@10"] <= 1
@@ -60,7 +62,7 @@ def test_evaluation_reports_heads_and_baselines(
         "eval",
         "retrieval",
         "--catalog",
-        str(catalog),
+        str(drawn_catalog),
         "--models-dir",
         str(trained_models),
         "--json",

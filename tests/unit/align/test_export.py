@@ -33,9 +33,9 @@ def fused(trained_models: Path) -> Manifest:
     return manifest
 
 
-def catalog_pixels(catalog: Path, manifest: Manifest) -> tuple[list[Image.Image], np.ndarray]:
+def catalog_pixels(drawn_catalog: Path, manifest: Manifest) -> tuple[list[Image.Image], np.ndarray]:
     assert manifest.encoder is not None
-    images = [Image.open(p.image) for p in load_products(catalog)]
+    images = [Image.open(p.image) for p in load_products(drawn_catalog)]
     pixels = np.stack([preprocess_image(im, manifest.encoder.image.preprocessing) for im in images])
     return images, pixels
 
@@ -68,11 +68,13 @@ def test_fused_encoder_is_registered_with_a_new_version(fused: Manifest, trained
     assert '"base_colour_probs"' in config and "dims: [ 4 ]" in config
 
 
-def test_export_gives_the_pytorch_vectors(catalog: Path, fused: Manifest, trained_models: Path):
+def test_export_gives_the_pytorch_vectors(
+    drawn_catalog: Path, fused: Manifest, trained_models: Path
+):
     encoder = fused.encoder
     assert encoder is not None
     image_tower, text_tower = load_towers("tiny", trained_models, encoder)
-    _, pixels = catalog_pixels(catalog, fused)
+    _, pixels = catalog_pixels(drawn_catalog, fused)
     session = ort.InferenceSession(str(trained_models / encoder.image.onnx))
     got = session.run(None, {"pixel_values": pixels})[0]
     with torch.no_grad():
@@ -93,14 +95,14 @@ def test_export_gives_the_pytorch_vectors(catalog: Path, fused: Manifest, traine
 
 
 def test_attribute_graph_reproduces_the_trained_heads(
-    catalog: Path, fused: Manifest, trained_models: Path
+    drawn_catalog: Path, fused: Manifest, trained_models: Path
 ):
     """The graph computes backbone features and colour statistics itself; its output must
     be what the heads gave on the features they were trained on."""
-    images, _ = catalog_pixels(catalog, fused)
+    images, _ = catalog_pixels(drawn_catalog, fused)
     predictor = AttributePredictor(trained_models)
     _, _, classifiers, _ = load_heads(trained_models / "align")
-    products = load_products(catalog)
+    products = load_products(drawn_catalog)
     features = align.extract_features(
         products, trained_models, trained_models / ".cache", progress=False
     )
@@ -148,11 +150,11 @@ def test_prepare_keeps_current_fused_graphs_and_refuses_foreign_heads(
 
 
 async def test_encoder_service_serves_the_fused_model(
-    catalog: Path, fused: Manifest, trained_models: Path
+    drawn_catalog: Path, fused: Manifest, trained_models: Path
 ):
     encoder = fused.encoder
     assert encoder is not None
-    images, pixels = catalog_pixels(catalog, fused)
+    images, pixels = catalog_pixels(drawn_catalog, fused)
     want_images = ort.InferenceSession(str(trained_models / encoder.image.onnx)).run(
         None, {"pixel_values": pixels[:4]}
     )[0]

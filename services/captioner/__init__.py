@@ -1,0 +1,1 @@
+"""The captioner service: fashion captions (and their attributes) of product photos."""
