@@ -199,6 +199,100 @@ def cmd_eval_retrieval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ingest_catalog(value: Path | None) -> Path | None:
+    """--catalog, else $STYLELOOP_CATALOG, else the sample data of $STYLELOOP_DATA_DIR."""
+    if value is not None:
+        return value
+    configured = os.environ.get("STYLELOOP_CATALOG")
+    return Path(configured) if configured else _catalog(None)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from styleloop.catalog import CatalogError, read_catalog
+    from styleloop.ingest import IngestAborted, IngestSettings, ingest, problems_by_reason
+
+    catalog_path = _ingest_catalog(args.catalog)
+    if catalog_path is None:
+        sys.stderr.write(
+            "styleloop ingest: give CATALOG (or set STYLELOOP_CATALOG); "
+            "`styleloop demo-catalog --out DIR` writes a synthetic one\n"
+        )
+        return 2
+    try:
+        overrides = {
+            key: value
+            for key, value in (
+                ("recommender_addr", args.recommender),
+                ("captioner_addr", args.captioner),
+                ("ingest_batch_size", args.batch_size),
+                ("ingest_concurrency", args.concurrency),
+            )
+            if value is not None
+        }
+        settings = IngestSettings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        sys.stderr.write(f"styleloop ingest: {first['loc'][0]}: {first['msg']}\n")
+        return 2
+    try:
+        catalog = read_catalog(catalog_path)
+    except (CatalogError, OSError, ValueError) as exc:
+        sys.stderr.write(f"styleloop ingest: {exc}\n")
+        return 2
+    try:
+        report = ingest(
+            catalog,
+            settings,
+            state=args.state,
+            fresh=args.fresh,
+            dry=args.dry_run,
+            limit=args.limit,
+            progress=not args.no_progress,
+        )
+    except IngestAborted as exc:
+        sys.stderr.write(f"styleloop ingest: {exc}\n")
+        return 1
+    verb = "would ingest" if report.dry_run else "ingested"
+    _out(
+        f"{catalog.layout} catalog {catalog.source}: {report.rows} rows, {verb} "
+        f"{report.ingested} ({report.created} new, {report.updated} updated, "
+        f"{report.unchanged} unchanged), {report.already_done} already done, "
+        f"{report.duplicates} exact duplicates skipped, {len(report.failed)} failed; "
+        f"{report.captioned} captioned, {report.captions_reused} captions reused; "
+        f"{report.seconds} s"
+    )
+    if catalog.outfits:
+        _out(f"{len(catalog.outfits)} outfits read (not stored: the recommender has no outfit API)")
+    for reason, count in problems_by_reason(report.failed).items():
+        _out(f"  {count} x {reason}")
+    for entry in report.failed[:10]:
+        _out(f"  row {entry['row']} id {entry['id'] or '-'}: {entry['reason']}: {entry['message']}")
+    if len(report.failed) > 10:
+        _out(f"  … {len(report.failed) - 10} more in the report")
+    report_path = args.report
+    if report_path is not None:
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+        report_path.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+        _out(f"report: {report_path}")
+    if report.interrupted:
+        sys.stderr.write("interrupted; finished items are kept — run again to resume\n")
+        return 130
+    return 0
+
+
+def cmd_demo_catalog(args: argparse.Namespace) -> int:
+    from styleloop.demo import write_demo_catalog
+
+    count = write_demo_catalog(args.out, args.count, args.seed)
+    _out(
+        f"wrote a SYNTHETIC catalog of {count} drawn products to {args.out} "
+        "(not real products; for real ones use the sample data or the Kaggle download)"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from styleloop.models.presets import PRESETS
 
@@ -209,6 +303,52 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ingest = commands.add_parser(
+        "ingest",
+        help="caption and upsert a catalog into the recommender (resumable)",
+        description=(
+            "Read a catalog, caption each product photo with the captioner (unless the row "
+            "gives a caption) and upsert it with its photo to the recommender, which embeds "
+            "photo and caption through the encoder. Layouts: a .jsonl/.csv file or a folder "
+            "with products.jsonl/.csv (id, image, title, brand, season, category, price, "
+            "description, caption …), the Kaggle Fashion Product Images folder (styles.csv + "
+            "images/), Polyvore Outfits (polyvore_item_metadata.json + images/). Idempotent "
+            "and resumable: a journal records finished items and captions, so running it "
+            "again after a crash or Ctrl-C skips what is done. Bad rows are reported with "
+            "their row number and skipped."
+        ),
+    )
+    ingest.add_argument(
+        "catalog",
+        nargs="?",
+        type=Path,
+        help="catalog file or folder (default: $STYLELOOP_CATALOG, else $STYLELOOP_DATA_DIR)",
+    )
+    ingest.add_argument("--recommender", help="host:port (default: $RECOMMENDER_ADDR or :50052)")
+    ingest.add_argument("--captioner", help="host:port (default: $CAPTIONER_ADDR or :50053)")
+    ingest.add_argument("--batch-size", type=int, help="items per request (default 32)")
+    ingest.add_argument("--concurrency", type=int, help="batches in flight (default 2)")
+    ingest.add_argument(
+        "--state", type=Path, help="journal file (default: .styleloop/ingest/<catalog>.jsonl)"
+    )
+    ingest.add_argument("--fresh", action="store_true", help="forget the journal; start over")
+    ingest.add_argument("--report", type=Path, help="write a JSON report here")
+    ingest.add_argument(
+        "--dry-run", action="store_true", help="validate rows and images; write nothing"
+    )
+    ingest.add_argument("--limit", type=int, default=0, help="only the first N valid rows")
+    ingest.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    ingest.set_defaults(func=cmd_ingest)
+
+    demo = commands.add_parser(
+        "demo-catalog",
+        help="write a small SYNTHETIC catalog of drawn garments (when no real one is at hand)",
+    )
+    demo.add_argument("--out", type=Path, required=True, help="folder to write")
+    demo.add_argument("--count", type=int, default=120, help="products (default 120)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(func=cmd_demo_catalog)
 
     models = commands.add_parser("models", help="prepare and inspect model weights")
     models_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")

@@ -126,15 +126,11 @@ def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 def error_reason(error: Exception) -> str:
     """The ``ErrorInfo.reason`` a StyleLoop service attached to a failed RPC."""
-    from google.rpc import error_details_pb2, status_pb2
+    from styleloop.runtime.server import status_reason
 
-    for key, value in error.trailing_metadata() or ():  # type: ignore[attr-defined]
-        if key == "grpc-status-details-bin":
-            info = error_details_pb2.ErrorInfo()
-            for detail in status_pb2.Status.FromString(value).details:
-                if detail.Unpack(info):
-                    return str(info.reason)
-    raise AssertionError(f"no ErrorInfo on {error!r}")
+    reason = status_reason(error)  # type: ignore[arg-type]
+    assert reason is not None, f"no ErrorInfo on {error!r}"
+    return reason
 
 
 COLOURS = {

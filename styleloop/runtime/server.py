@@ -157,6 +157,17 @@ def rich_status(code: grpc.StatusCode, message: str, reason: str, **metadata: st
     )
 
 
+def status_reason(error: grpc.aio.AioRpcError) -> str | None:
+    """The ``ErrorInfo.reason`` a StyleLoop service attached to a failed RPC, if any."""
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            info = error_details_pb2.ErrorInfo()
+            for detail in status_pb2.Status.FromString(value).details:
+                if detail.Unpack(info):
+                    return str(info.reason)
+    return None
+
+
 class ErrorMappingInterceptor(WrappingInterceptor):
     """Turns domain errors into canonical status codes, and anything else into INTERNAL.
 

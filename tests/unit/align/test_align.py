@@ -77,7 +77,7 @@ def test_cli_errors_are_clear(tmp_path: Path):
     result = run_cli(
         "train", "align", "--catalog", str(tmp_path), "--models-dir", str(tmp_path), "--no-progress"
     )
-    assert result.returncode == 2 and "no products.jsonl" in result.stderr
+    assert result.returncode == 2 and "holds no catalog" in result.stderr
     result = run_cli("eval", "retrieval", "--catalog", str(tmp_path), "--models-dir", str(tmp_path))
     assert result.returncode == 2 and "no trained heads" in result.stderr
     assert "Traceback" not in result.stderr
