@@ -72,5 +72,5 @@ bench-encoder: install ## Encoder images/s and latency, batching on vs off (offl
 bench-recommender: install ## Qdrant Edge vs NumPy brute force at 1k, 10k, 100k items.
 	$(VENV)/bin/styleloop bench recommender
 
-up: install models ## Set up everything and prepare models (services start here once they exist).
+up: install models ## Start the local stack (encoder, captioner, recommender) with the catalog ingested; Ctrl-C stops.
 	@$(VENV)/bin/styleloop up --preset $(PRESET) --models-dir $(MODELS_DIR)/$(PRESET)

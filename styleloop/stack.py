@@ -1,0 +1,161 @@
+"""`styleloop up`: the local stack on 127.0.0.1 — prepared models (with StyleLoop's heads
+trained on the catalog when the preset needs them), the encoder, captioner and
+recommender as processes, and the catalog ingested — then a search to show it works.
+
+Service logs go to ``STATE_DIR/logs/<service>.log``; Ctrl-C (or ``--once``) stops every
+process it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class StackError(RuntimeError):
+    """The stack could not start; the message says why and where the logs are."""
+
+
+@dataclass
+class Service:
+    name: str
+    module: str
+    port: int
+    metrics_port: int
+    env: dict[str, str]
+    log: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            **self.env,
+            "GRPC_HOST": "127.0.0.1",
+            "GRPC_PORT": str(self.port),
+            "METRICS_PORT": str(self.metrics_port),
+        }
+        with self.log.open("ab") as handle:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", self.module],
+                cwd=ROOT,
+                env=env,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches `up`, which stops us in order
+            )
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Until gRPC health says SERVING; fails early when the process exits."""
+        deadline = time.monotonic() + timeout_s
+        with grpc.insecure_channel(self.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                if self.process is not None and self.process.poll() is not None:
+                    raise StackError(
+                        f"{self.name} exited with code {self.process.returncode}; "
+                        f"see {self.log}:\n{tail(self.log)}"
+                    )
+                try:
+                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.3)
+        raise StackError(f"{self.name} was not ready after {timeout_s:.0f} s; see {self.log}")
+
+    def stop(self, grace_s: float = 15.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def plan(
+    models_dir: Path, state_dir: Path, image_root: Path | None, base_port: int
+) -> list[Service]:
+    """The services in start order, on ``base_port`` + 0, 1, 2 (metrics on +100)."""
+    logs = state_dir / "logs"
+    encoder = Service(
+        "encoder",
+        "services.encoder",
+        base_port,
+        base_port + 100,
+        {"MODELS_DIR": str(models_dir)},
+        logs / "encoder.log",
+    )
+    captioner = Service(
+        "captioner",
+        "services.captioner",
+        base_port + 2,
+        base_port + 102,
+        {"MODELS_DIR": str(models_dir)},
+        logs / "captioner.log",
+    )
+    recommender_env = {
+        "ENCODER_ADDR": encoder.address,
+        "DATA_DIR": str(state_dir / "recommender"),
+    }
+    if image_root is not None:
+        recommender_env["IMAGE_ROOT"] = str(image_root)
+    recommender = Service(
+        "recommender",
+        "services.recommender",
+        base_port + 1,
+        base_port + 101,
+        recommender_env,
+        logs / "recommender.log",
+    )
+    return [encoder, captioner, recommender]
+
+
+def run_stack(
+    services: list[Service],
+    after_start: Callable[[], None],
+    *,
+    once: bool,
+    ready_timeout_s: float = 300.0,
+) -> None:
+    """Start in order, wait for each, run ``after_start``; then wait for Ctrl-C (or stop at
+    once with ``once``). Everything started is stopped on the way out."""
+    try:
+        for service in services:
+            service.start()
+            service.wait_ready(ready_timeout_s)
+        after_start()
+        if once:
+            return
+        while all(s.process is not None and s.process.poll() is None for s in services):
+            time.sleep(1)
+        gone = next(s for s in services if s.process is not None and s.process.poll() is not None)
+        raise StackError(f"{gone.name} stopped; see {gone.log}:\n{tail(gone.log)}")
+    finally:
+        for service in reversed(services):
+            service.stop()
