@@ -451,16 +451,20 @@ class Recommender:
         vector = await self._embed_one("text", query)
         check_filters(filters)
         if self.model.shared_space:
-            # Text against image vectors and against caption vectors, fused by RRF.
-            rows = self._timed(
+            # Text against image vectors and against caption vectors, fused by RRF. RRF
+            # scores tie often (3rd + 5th = 5th + 3rd), and the engine orders ties as it
+            # likes, so every page ranks the whole head itself, ties broken by id: pages
+            # then never repeat or skip an item.
+            head = self._timed(
                 "query",
                 self.items.fused,
                 [("image", vector), ("caption", vector)],
                 filters,
-                limit + 1,
-                offset,
+                offset + limit + 1,
+                0,
                 max(self.settings.fusion_depth, offset + limit + 1),
             )
+            rows = sorted(head, key=lambda r: (-r.score, r.key))[offset : offset + limit + 1]
         else:
             rows = self._timed(
                 "query", self.items.nearest, "caption", vector, filters, limit + 1, offset
