@@ -208,6 +208,7 @@ def cmd_train_align(args: argparse.Namespace) -> int:
             seed=args.seed,
             dim=args.dim,
             validation_fraction=args.validation_fraction,
+            type_weight=args.type_weight,
             progress=not args.no_progress,
         )
         # Fuse the heads onto the backbone: new encoder version, attribute graph, Triton.
@@ -512,6 +513,13 @@ def build_parser() -> argparse.ArgumentParser:
     align.add_argument("--seed", type=int, default=0)
     align.add_argument("--dim", type=int, default=256, help="shared space size (256)")
     align.add_argument("--validation-fraction", type=float, default=0.15)
+    align.add_argument(
+        "--type-weight",
+        type=float,
+        default=0.3,
+        help="weight of the article-type probabilities appended to both sides' vectors "
+        "(0 turns them off; default 0.3)",
+    )
     align.add_argument("--no-progress", action="store_true")
     align.set_defaults(func=cmd_train_align)
 

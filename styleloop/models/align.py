@@ -14,6 +14,7 @@ both sides. Features come from the ONNX towers of the prepared encoder and are c
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -249,8 +250,8 @@ def train_projection(
                 continue
             use_caption = torch.rand(len(index), generator=generator) < 0.5
             texts = torch.where(use_caption[:, None], captions[index], titles[index])
-            embedded = heads.embed_image_inputs(images[index])
-            logits = heads.log_scale.exp().clamp(max=100) * (embedded @ heads.embed_text(texts).T)
+            embedded = heads.project_image(images[index])
+            logits = heads.log_scale.exp().clamp(max=100) * (embedded @ heads.project_text(texts).T)
             labels = torch.arange(len(index))
             loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
             if kind_weight:
@@ -265,7 +266,7 @@ def train_projection(
             continue
         with torch.no_grad():
             metrics = recall_at(
-                heads.embed_text(title[val_mask]), heads.embed_image_inputs(image[val_mask])
+                heads.project_text(title[val_mask]), heads.project_image(image[val_mask])
             )
         bar.set_postfix(loss=f"{report.losses[-1]:.3f}", r10=f"{metrics['R@10']:.3f}")
         if metrics["R@10"] > best_score:
@@ -360,10 +361,12 @@ def run_training(
     dim: int = 256,
     validation_fraction: float = 0.15,
     max_epochs: int = 200,
+    type_weight: float = 0.3,
     progress: bool = True,
 ) -> dict[str, Any]:
     """`styleloop train align`: features (cached), projection and attribute heads, saved
-    under ``MODELS_DIR/align``. Returns what it measured."""
+    under ``MODELS_DIR/align``. ``type_weight`` > 0 appends article-type probabilities to
+    both sides' vectors (see :class:`ProjectionHeads`). Returns what it measured."""
     import time
 
     started = time.perf_counter()
@@ -384,6 +387,17 @@ def run_training(
         train_attribute(name, inputs, [p.attributes[name] for p in products], validation, seed=seed)
         for name in ATTRIBUTES
     ]
+    if type_weight:
+        image_type = next(a for a in attributes if a.name == "article_type")
+        text_type = train_attribute(
+            "article_type",
+            torch.from_numpy(features.title).float(),
+            [p.attributes["article_type"] for p in products],
+            validation,
+            seed=seed,
+            hidden=0,
+        )
+        heads.set_types(copy.deepcopy(image_type), text_type, type_weight)
     ridge = ridge_baseline(features, ~validation)
     backbone = backbone_manifest(models_dir)
     meta = {
@@ -396,6 +410,10 @@ def run_training(
         "seed": seed,
         "dim": dim,
         "colour_dim": heads.colour_dim,
+        "colour_stats_dim": int(features.colour.shape[1]),
+        "type_classes": heads.text_type.classes if heads.text_type else [],
+        "type_weight": heads.type_weight,
+        "type_hidden": heads.image_type.hidden if heads.image_type else 0,
         "image_dim": int(features.image.shape[1]),
         "text_dim": int(features.title.shape[1]),
         "epochs": report.epochs,

@@ -30,15 +30,68 @@ def align_folder(models_dir: Path) -> Path:
     return models_dir / "align"
 
 
+class AttributeClassifier(nn.Module):
+    """Standardised inputs → (hidden layer →) logits → softmax at a fitted temperature."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    temperature: torch.Tensor
+
+    def __init__(self, name: str, classes: Sequence[str], in_dim: int, hidden: int = 0) -> None:
+        super().__init__()
+        self.name, self.classes, self.hidden = name, list(classes), hidden
+        self.register_buffer("mean", torch.zeros(in_dim))
+        self.register_buffer("std", torch.ones(in_dim))
+        self.register_buffer("temperature", torch.ones(()))
+        self.net: nn.Module = (
+            nn.Sequential(
+                nn.Linear(in_dim, hidden),
+                nn.GELU(),
+                nn.Dropout(0.2),
+                nn.Linear(hidden, len(classes)),
+            )
+            if hidden
+            else nn.Linear(in_dim, len(classes))
+        )
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)  # type: ignore[no-any-return]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.softmax(self.logits(x) / self.temperature, dim=1)
+
+
+def attribute_inputs(image_features: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
+    """What every attribute classifier reads: backbone features, then colour statistics."""
+    return torch.cat([image_features, colour], dim=1)
+
+
 class ProjectionHeads(nn.Module):
     """Linear maps into the shared space. The image side reads the backbone features and,
     when ``colour_dim`` is set, the standardised colour statistics of the photo: titles
-    name colours, and ImageNet features barely see them."""
+    name colours, and ImageNet features barely see them.
+
+    With ``type_classes``, each side also predicts the article type (the image from its
+    features and colour statistics, the text from its features) and the served vector is
+    ``normalize([projection; type_weight · type probabilities])``: photos of one type and
+    texts naming it agree on that part. Training fits the projection alone
+    (``project_*``); ``embed_*`` give the served vectors."""
 
     colour_mean: torch.Tensor
     colour_std: torch.Tensor
 
-    def __init__(self, image_dim: int, text_dim: int, dim: int, colour_dim: int = 0) -> None:
+    def __init__(
+        self,
+        image_dim: int,
+        text_dim: int,
+        dim: int,
+        colour_dim: int = 0,
+        *,
+        type_classes: Sequence[str] = (),
+        type_weight: float = 0.0,
+        type_hidden: int = 0,
+        colour_stats_dim: int = 0,
+    ) -> None:
         super().__init__()
         self.colour_dim = colour_dim
         self.register_buffer("colour_mean", torch.zeros(colour_dim))
@@ -46,6 +99,21 @@ class ProjectionHeads(nn.Module):
         self.image = nn.Linear(image_dim + colour_dim, dim)
         self.text = nn.Linear(text_dim, dim)
         self.log_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.type_weight = type_weight
+        self.image_type: AttributeClassifier | None = None
+        self.text_type: AttributeClassifier | None = None
+        if type_classes:
+            self.image_type = AttributeClassifier(
+                "article_type", type_classes, image_dim + colour_stats_dim, type_hidden
+            )
+            self.text_type = AttributeClassifier("article_type", type_classes, text_dim)
+
+    def set_types(
+        self, image_type: AttributeClassifier, text_type: AttributeClassifier, weight: float
+    ) -> None:
+        if image_type.classes != text_type.classes:
+            raise ValueError("image and text type classifiers must share their classes")
+        self.image_type, self.text_type, self.type_weight = image_type, text_type, weight
 
     def image_inputs(self, features: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
         if not self.colour_dim:
@@ -53,14 +121,25 @@ class ProjectionHeads(nn.Module):
         scaled = (colour - self.colour_mean) / self.colour_std / math.sqrt(self.colour_dim)
         return torch.cat([features, scaled], dim=1)
 
-    def embed_image(self, features: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
-        return self.embed_image_inputs(self.image_inputs(features, colour))
-
-    def embed_image_inputs(self, x: torch.Tensor) -> torch.Tensor:
+    def project_image(self, x: torch.Tensor) -> torch.Tensor:
+        """The trained projection of :meth:`image_inputs`, L2-normalised."""
         return F.normalize(self.image(x))
 
-    def embed_text(self, x: torch.Tensor) -> torch.Tensor:
+    def project_text(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.text(x))
+
+    def embed_image(self, features: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
+        z = self.project_image(self.image_inputs(features, colour))
+        if self.image_type is None:
+            return z
+        types = self.image_type(attribute_inputs(features, colour))
+        return F.normalize(torch.cat([z, self.type_weight * types], dim=1))
+
+    def embed_text(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.project_text(x)
+        if self.text_type is None:
+            return z
+        return F.normalize(torch.cat([z, self.type_weight * self.text_type(x)], dim=1))
 
 
 class ColourStatistics(nn.Module):
@@ -103,37 +182,6 @@ class ColourStatistics(nn.Module):
         return torch.cat([mean, spread, histogram], dim=1)
 
 
-class AttributeClassifier(nn.Module):
-    """Standardised inputs → (hidden layer →) logits → softmax at a fitted temperature."""
-
-    mean: torch.Tensor
-    std: torch.Tensor
-    temperature: torch.Tensor
-
-    def __init__(self, name: str, classes: Sequence[str], in_dim: int, hidden: int = 0) -> None:
-        super().__init__()
-        self.name, self.classes, self.hidden = name, list(classes), hidden
-        self.register_buffer("mean", torch.zeros(in_dim))
-        self.register_buffer("std", torch.ones(in_dim))
-        self.register_buffer("temperature", torch.ones(()))
-        self.net: nn.Module = (
-            nn.Sequential(
-                nn.Linear(in_dim, hidden),
-                nn.GELU(),
-                nn.Dropout(0.2),
-                nn.Linear(hidden, len(classes)),
-            )
-            if hidden
-            else nn.Linear(in_dim, len(classes))
-        )
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x - self.mean) / self.std)  # type: ignore[no-any-return]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.softmax(self.logits(x) / self.temperature, dim=1)
-
-
 class AlignedImageTower(nn.Module):
     """pixel_values → shared-space vector."""
 
@@ -156,11 +204,6 @@ class AlignedTextTower(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.heads.embed_text(self.backbone(input_ids, attention_mask))
-
-
-def attribute_inputs(image_features: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
-    """What every attribute classifier reads: backbone features, then colour statistics."""
-    return torch.cat([image_features, colour], dim=1)
 
 
 class AttributeModel(nn.Module):
@@ -217,7 +260,14 @@ def load_heads(
     meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
     saved = torch.load(folder / HEADS_FILE, weights_only=True)
     heads = ProjectionHeads(
-        meta["image_dim"], meta["text_dim"], meta["dim"], meta.get("colour_dim", 0)
+        meta["image_dim"],
+        meta["text_dim"],
+        meta["dim"],
+        meta.get("colour_dim", 0),
+        type_classes=meta.get("type_classes", []),
+        type_weight=meta.get("type_weight", 0.0),
+        type_hidden=meta.get("type_hidden", 0),
+        colour_stats_dim=meta.get("colour_stats_dim", 0),
     )
     heads.load_state_dict(saved["projection"])
     colour = ColourStatistics(saved["colour"]["mean"].tolist(), saved["colour"]["std"].tolist())

@@ -50,7 +50,8 @@ def test_fused_encoder_is_registered_with_a_new_version(fused: Manifest, trained
     assert encoder.alignment is not None and encoder.shared_space
     assert encoder.model_version != backbone.model_version
     assert encoder.alignment.backbone_version == backbone.model_version
-    assert encoder.image.dimension == encoder.text.dimension == 256
+    # 256-d projection + probabilities of the 3 drawn article types
+    assert encoder.image.dimension == encoder.text.dimension == 256 + 3
     assert [a.name for a in attributes.attributes] == list(align.ATTRIBUTES)
     colours = next(a for a in attributes.attributes if a.name == "base_colour")
     assert set(colours.classes) == {"Black", "Blue", "Green", "Red"}
@@ -167,7 +168,7 @@ async def test_encoder_service_serves_the_fused_model(
                 stub = encoder_pb2_grpc.EncoderServiceStub(channel)
                 info = (await stub.GetEncoderInfo(encoder_pb2.GetEncoderInfoRequest())).model
                 assert info.model_version == encoder.model_version and info.shared_space
-                assert info.image_dimension == info.text_dimension == 256
+                assert info.image_dimension == info.text_dimension == 259
                 response = await stub.EmbedImages(
                     encoder_pb2.EmbedImagesRequest(images=[encode_png(im) for im in images[:4]])
                 )
@@ -176,7 +177,7 @@ async def test_encoder_service_serves_the_fused_model(
                 texts = await stub.EmbedTexts(
                     encoder_pb2.EmbedTextsRequest(texts=["Red Tshirts", "Blue Shoes"])
                 )
-                assert all(len(r.embedding.values) == 256 for r in texts.results)
+                assert all(len(r.embedding.values) == 259 for r in texts.results)
         finally:
             await server.stop(grace=0)
             await service.stop()
