@@ -227,8 +227,20 @@ def read_kaggle(folder: Path) -> Catalog:
 
 
 def read_polyvore(folder: Path) -> Catalog:
-    """Polyvore Outfits: item metadata, outfit files and ``images/<item_id>.jpg``."""
+    """Polyvore Outfits: item metadata, outfit files and ``images/<item_id>.jpg``. Each
+    item carries the outfits it belongs to as its ``outfit_ids`` attribute."""
     builder = _Builder("polyvore-outfits", folder)
+    outfits: dict[str, Outfit] = {}
+    for path in sorted(folder.glob("*/*.json")) + sorted(folder.glob("*.json")):
+        if path.name not in ("train.json", "valid.json", "test.json"):
+            continue
+        for entry in json.loads(path.read_text(encoding="utf-8")):
+            outfit_id = str(entry["set_id"])
+            outfits[outfit_id] = Outfit(outfit_id, [str(i["item_id"]) for i in entry["items"]])
+    member_of: dict[str, list[str]] = {}
+    for outfit in outfits.values():
+        for item_id in outfit.item_ids:
+            member_of.setdefault(item_id, []).append(outfit.outfit_id)
     metadata = json.loads((folder / "polyvore_item_metadata.json").read_text(encoding="utf-8"))
     for number, (item_id, meta) in enumerate(sorted(metadata.items()), start=1):
         title = meta.get("title") or meta.get("url_name") or ""
@@ -239,15 +251,9 @@ def read_polyvore(folder: Path) -> Catalog:
             "description": meta.get("description", ""),
             "category": meta.get("semantic_category", ""),
             "polyvore_category_id": meta.get("category_id", ""),
+            "outfit_ids": " ".join(sorted(member_of.get(item_id, []))),
         }
         builder.add(number, raw, folder)
-    outfits: dict[str, Outfit] = {}
-    for path in sorted(folder.glob("*/*.json")) + sorted(folder.glob("*.json")):
-        if path.name not in ("train.json", "valid.json", "test.json"):
-            continue
-        for entry in json.loads(path.read_text(encoding="utf-8")):
-            outfit_id = str(entry["set_id"])
-            outfits[outfit_id] = Outfit(outfit_id, [str(i["item_id"]) for i in entry["items"]])
     builder.catalog.outfits = list(outfits.values())
     return builder.catalog
 
@@ -269,6 +275,7 @@ def read_polyvore_mcn(folder: Path) -> Catalog:
                     "image": f"images/{outfit_id}/{entry['index']}.jpg",
                     "title": entry.get("name", ""),
                     "slot": slot,
+                    "outfit_ids": str(outfit_id),
                 }
                 builder.add(number, raw, folder)
             builder.catalog.outfits.append(Outfit(str(outfit_id), ids))

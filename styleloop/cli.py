@@ -331,7 +331,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         f"{report.seconds} s"
     )
     if catalog.outfits:
-        _out(f"{len(catalog.outfits)} outfits read (not stored: the recommender has no outfit API)")
+        _out(
+            f"{len(catalog.outfits)} outfits read: each item keeps its outfits in its "
+            "`outfit_ids` attribute"
+        )
     for reason, count in problems_by_reason(report.failed).items():
         _out(f"  {count} x {reason}")
     for entry in report.failed[:10]:

@@ -174,6 +174,7 @@ async def test_ingest_reports_bad_rows_and_is_idempotent(
     assert len(ids) == len(set(ids)) == VALID
     stored = await services.stub.GetItem(recommender_pb2.GetItemRequest(item_id=ids[0]))
     assert stored.item.caption  # written by the captioner
+    assert stored.item.attributes["master_category"]  # catalog columns kept as attributes
 
     again = await ingest(services, catalog, state)
     assert again["already_done"] == VALID and again["captioned"] == 0 and again["created"] == 0

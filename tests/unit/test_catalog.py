@@ -132,6 +132,7 @@ def test_polyvore_outfits_layout(tmp_path: Path):
     assert [(o.outfit_id, o.item_ids) for o in catalog.outfits] == [
         ("119704139", ["211990161", "171888747"])
     ]
+    assert {r.item["attributes"]["outfit_ids"] for r in catalog.rows} == {"119704139"}
 
 
 def test_polyvore_mcn_layout_without_images_reports_every_item(tmp_path: Path):
@@ -142,7 +143,7 @@ def test_polyvore_mcn_layout_without_images_reports_every_item(tmp_path: Path):
     catalog = read_catalog(tmp_path)
     assert catalog.layout == "polyvore-mcn"
     assert [r.item["item_id"] for r in catalog.rows] == ["214272106_2"]
-    assert catalog.rows[0].item["attributes"] == {"slot": "upper"}
+    assert catalog.rows[0].item["attributes"] == {"slot": "upper", "outfit_ids": "214272106"}
     assert [(p.item_id, p.reason) for p in catalog.problems] == [("214272106_3", "IMAGE_NOT_FOUND")]
     assert catalog.outfits[0].item_ids == ["214272106_2", "214272106_3"]
 
