@@ -1,0 +1,1 @@
+"""The gateway: the public HTTP/JSON API for mobile apps."""

@@ -1,0 +1,193 @@
+"""The gateway's JSON shapes (they are its OpenAPI document) and their proto conversions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from styleloop.v1 import common_pb2
+
+ID = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")
+Name = Field(min_length=1, max_length=100)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ItemFilter(Strict):
+    """Restricts results; empty lists and unset prices restrict nothing."""
+
+    categories: list[str] = Field(default_factory=list, max_length=50)
+    article_types: list[str] = Field(default_factory=list, max_length=50)
+    brands: list[str] = Field(default_factory=list, max_length=50)
+    seasons: list[str] = Field(default_factory=list, max_length=10)
+    colours: list[str] = Field(default_factory=list, max_length=50)
+    usages: list[str] = Field(default_factory=list, max_length=20)
+    genders: list[str] = Field(default_factory=list, max_length=10)
+    min_price: float | None = Field(default=None, ge=0, le=1e9)
+    max_price: float | None = Field(default=None, ge=0, le=1e9)
+    in_stock_only: bool = False
+    excluded_item_ids: list[str] = Field(default_factory=list, max_length=500)
+
+    def to_proto(self) -> common_pb2.ItemFilter:
+        price = common_pb2.PriceRange()
+        if self.min_price is not None:
+            price.min_price = self.min_price
+        if self.max_price is not None:
+            price.max_price = self.max_price
+        return common_pb2.ItemFilter(
+            categories=self.categories,
+            article_types=self.article_types,
+            brands=self.brands,
+            seasons=self.seasons,
+            colours=self.colours,
+            usages=self.usages,
+            genders=self.genders,
+            price_range=price,
+            in_stock_only=self.in_stock_only,
+            excluded_item_ids=self.excluded_item_ids,
+        )
+
+
+class Item(BaseModel):
+    item_id: str
+    title: str
+    description: str
+    brand: str
+    category: str
+    article_type: str
+    colour: str
+    season: str
+    usage: str
+    gender: str
+    price: float
+    currency_code: str
+    in_stock: bool
+    image_uri: str
+    caption: str
+    attributes: dict[str, str]
+    create_time: datetime | None = None
+    update_time: datetime | None = None
+
+    @classmethod
+    def from_proto(cls, item: common_pb2.Item) -> Item:
+        return cls(
+            item_id=item.item_id,
+            title=item.title,
+            description=item.description,
+            brand=item.brand,
+            category=item.category,
+            article_type=item.article_type,
+            colour=item.colour,
+            season=item.season,
+            usage=item.usage,
+            gender=item.gender,
+            price=item.price,
+            currency_code=item.currency_code,
+            in_stock=item.in_stock,
+            image_uri=item.image_uri,
+            caption=item.caption,
+            attributes=dict(item.attributes),
+            create_time=item.create_time.ToDatetime() if item.HasField("create_time") else None,
+            update_time=item.update_time.ToDatetime() if item.HasField("update_time") else None,
+        )
+
+
+class ScoredItem(BaseModel):
+    item: Item
+    score: float = Field(description="Higher is better; comparable within one response only.")
+
+
+class Page(BaseModel):
+    results: list[ScoredItem]
+    next_page_token: str = Field(description="Pass it back for the next page; empty at the end.")
+
+    @classmethod
+    def from_proto(cls, response: object) -> Page:
+        return cls(
+            results=[
+                ScoredItem(item=Item.from_proto(r.item), score=r.score)
+                for r in response.results  # type: ignore[attr-defined]
+            ],
+            next_page_token=getattr(response, "next_page_token", ""),
+        )
+
+
+class TextSearch(Strict):
+    query: str = Field(min_length=1, max_length=500, examples=["red floral summer dress"])
+    filter: ItemFilter = Field(default_factory=ItemFilter)
+    page_size: int = Field(default=10, ge=1, le=100)
+    page_token: str = Field(default="", max_length=200)
+
+
+class OutfitCompletion(Strict):
+    item_ids: list[str] = Field(min_length=1, max_length=10, description="The partial outfit.")
+    category: str = Field(min_length=1, max_length=100, examples=["Shoes"])
+    filter: ItemFilter = Field(default_factory=ItemFilter)
+    page_size: int = Field(default=10, ge=1, le=100)
+    page_token: str = Field(default="", max_length=200)
+
+
+class RecommendationRequest(Strict):
+    user_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")
+    positive_item_ids: list[str] = Field(default_factory=list, max_length=50)
+    negative_item_ids: list[str] = Field(default_factory=list, max_length=50)
+    filter: ItemFilter = Field(default_factory=ItemFilter)
+    page_size: int = Field(default=10, ge=1, le=100)
+    page_token: str = Field(default="", max_length=200)
+
+
+class ChatRequest(Strict):
+    user_id: str = Field(min_length=1, max_length=128)
+    message: str = Field(min_length=1, max_length=2000)
+
+
+Kind = Literal["impression", "click", "like", "reject", "purchase"]
+Source = Literal[
+    "search_by_image",
+    "search_by_text",
+    "similar_items",
+    "complete_outfit",
+    "recommendations",
+    "chat",
+    "item_page",
+]
+
+
+class FeedbackContext(Strict):
+    source: Source | None = None
+    query: str = Field(default="", max_length=500)
+    recommended_item_ids: list[str] = Field(default_factory=list, max_length=100)
+    position: int = Field(default=0, ge=0, le=10_000)
+    answer_id: str = Field(default="", max_length=128)
+    adapter_id: str = Field(default="", max_length=128)
+    reason: str = Field(default="", max_length=500)
+
+
+class FeedbackIn(Strict):
+    user_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")
+    item_id: str = Field(min_length=1, max_length=128)
+    kind: Kind
+    session_id: str = Field(default="", max_length=128)
+    event_time: datetime | None = Field(default=None, description="When it happened (client).")
+    context: FeedbackContext = Field(default_factory=FeedbackContext)
+
+
+class FeedbackBatch(Strict):
+    events: list[FeedbackIn] = Field(min_length=1, max_length=100)
+
+
+class FeedbackAccepted(BaseModel):
+    accepted: int
+    event_ids: list[str] = Field(description="One per event, in order; consumers de-duplicate.")
+    spooled: bool = Field(description="True when the broker was unreachable: kept durably and "
+                          "delivered once it is back.")  # fmt: skip
+
+
+class ErrorBody(BaseModel):
+    reason: str = Field(examples=["NOT_FOUND"])
+    message: str
+    request_id: str

@@ -1,0 +1,257 @@
+"""The gateway's HTTP API against a real recommender + encoder (tiny) and a real Tansu
+broker on 127.0.0.1: search, items, outfits, errors, limits, and feedback into Kafka that
+survives a broker outage."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from kafka import KafkaConsumer
+
+from services.gateway.app import create_app
+from services.gateway.config import GatewaySettings
+from services.recommender.config import RecommenderSettings
+from styleloop.broker import TansuBroker
+from styleloop.v1 import events_pb2, recommender_pb2_grpc
+from tests.conftest import free_ports
+from tests.unit.encoder.conftest import encoder_settings, start_encoder
+from tests.unit.recommender.conftest import start_recommender
+from tests.unit.recommender.test_recommender import catalog, upsert_request
+
+KEY = "test-key-1"
+
+
+@dataclass
+class Gateway:
+    client: httpx.AsyncClient
+    broker: TansuBroker
+    rows: list
+    settings: GatewaySettings
+
+
+@pytest.fixture
+async def gateway(tiny_models: Path, tmp_path: Path) -> AsyncIterator[Gateway]:
+    enc_server, encoder = await start_encoder(encoder_settings(tiny_models))
+    rec_server, servicer = await start_recommender(
+        RecommenderSettings(
+            encoder_addr=f"127.0.0.1:{enc_server.port}",
+            grpc_host="127.0.0.1",
+            grpc_port=0,
+            metrics_port=-1,
+            data_dir=tmp_path / "edge",
+        )
+    )
+    rows = catalog(24)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{rec_server.port}") as channel:
+        stub = recommender_pb2_grpc.RecommenderServiceStub(channel)
+        await stub.UpsertItems(upsert_request(rows), timeout=60)
+    broker = TansuBroker(free_ports(1)[0])
+    broker.start()
+    settings = GatewaySettings(
+        recommender_addr=f"127.0.0.1:{rec_server.port}",
+        api_key_sha256=[hashlib.sha256(KEY.encode()).hexdigest()],
+        rate_limit_per_minute=6000,
+        rate_limit_burst=1000,
+        max_body_bytes=4096,
+        max_upload_bytes=2 * 1024 * 1024,
+        kafka_bootstrap=broker.bootstrap,
+        kafka_timeout_s=2,
+        spool_dir=tmp_path / "spool",
+        spool_replay_interval_s=0.5,
+    )
+    app = create_app(settings)
+    try:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://gateway", headers={"X-API-Key": KEY}
+            ) as client:
+                yield Gateway(client, broker, rows, settings)
+    finally:
+        broker.stop()
+        await rec_server.stop(grace=0)
+        await servicer.core.close()
+        await enc_server.stop(grace=0)
+        await encoder.stop()
+
+
+def assert_error(response: httpx.Response, status: int, reason: str) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["reason"] == reason and body["message"]
+    assert body["request_id"] == response.headers["X-Request-ID"]
+
+
+async def test_search_by_uploaded_photo_finds_that_item_first(gateway: Gateway):
+    item, image = gateway.rows[3]
+    response = await gateway.client.post(
+        "/v1/search/image",
+        files={"image": ("photo.png", image, "image/png")},
+        params={"page_size": 5},
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert results[0]["item"]["item_id"] == item["item_id"]
+    assert results[0]["item"]["title"] == item["title"]
+
+
+async def test_text_search_filters_and_outfit_completion(gateway: Gateway):
+    category = gateway.rows[0][0]["category"]
+    response = await gateway.client.post(
+        "/v1/search/text",
+        json={"query": "a black shirt", "filter": {"categories": [category]}, "page_size": 50},
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert results and all(r["item"]["category"] == category for r in results)
+
+    others = [row for row, _ in gateway.rows if row["category"] != category]
+    response = await gateway.client.post(
+        "/v1/outfits/complete",
+        json={"item_ids": [gateway.rows[0][0]["item_id"]], "category": others[0]["category"]},
+    )
+    assert response.status_code == 200, response.text
+    assert all(r["item"]["category"] == others[0]["category"] for r in response.json()["results"])
+
+    item_id = gateway.rows[1][0]["item_id"]
+    item = await gateway.client.get(f"/v1/items/{item_id}")
+    assert item.status_code == 200 and item.json()["item_id"] == item_id
+    similar = await gateway.client.get(f"/v1/items/{item_id}/similar", params={"page_size": 3})
+    assert similar.status_code == 200 and len(similar.json()["results"]) == 3
+
+
+async def test_bad_requests_get_documented_statuses_and_json_errors(gateway: Gateway):
+    client = gateway.client
+    wrong_key = await client.post(
+        "/v1/search/text", json={"query": "x"}, headers={"X-API-Key": "nope"}
+    )
+    assert_error(wrong_key, 401, "UNAUTHENTICATED")
+    no_key = await client.get("/v1/items/x", headers={"X-API-Key": ""})
+    assert_error(no_key, 401, "UNAUTHENTICATED")
+    assert_error(await client.get("/v1/items/no-such-item"), 404, "ITEM_NOT_FOUND")
+    malformed = await client.post(
+        "/v1/search/text", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert_error(malformed, 400, "MALFORMED_JSON")
+    assert_error(await client.post("/v1/search/text", json={"query": ""}), 400, "INVALID_REQUEST")
+    assert_error(
+        await client.post("/v1/search/text", json={"query": "x", "surprise": 1}),
+        400,
+        "INVALID_REQUEST",
+    )
+    too_large = await client.post("/v1/search/text", json={"query": "x" * 5000})
+    assert_error(too_large, 413, "BODY_TOO_LARGE")
+    wrong_type = await client.post(
+        "/v1/search/image", files={"image": ("a.gif", b"GIF89a....", "image/gif")}
+    )
+    assert_error(wrong_type, 415, "UNSUPPORTED_MEDIA_TYPE")
+    not_an_image = await client.post(
+        "/v1/search/image", files={"image": ("a.png", b"not really", "image/png")}
+    )
+    assert_error(not_an_image, 400, "IMAGE_UNREADABLE")  # the encoder's own reason
+    assert_error(await client.get("/v1/nowhere"), 404, "NOT_FOUND")
+    chat = await client.post("/v1/chat", json={"user_id": "u1", "message": "hi"})
+    assert_error(chat, 503, "LLM_UNAVAILABLE")
+    given = await client.get("/v1/items/no-such-item", headers={"X-Request-ID": "abc-123"})
+    assert given.json()["request_id"] == "abc-123"
+
+
+async def test_rate_limit_answers_429_with_retry_after(tiny_models: Path, tmp_path: Path):
+    settings = GatewaySettings(
+        recommender_addr="127.0.0.1:1",
+        rate_limit_per_minute=60,
+        rate_limit_burst=2,
+        spool_dir=tmp_path / "spool",
+        kafka_bootstrap="127.0.0.1:1",
+    )
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://gateway"
+        ) as client,
+    ):
+        statuses = [
+            (await client.post("/v1/chat", json={"user_id": "u", "message": "m"})).status_code
+            for _ in range(3)
+        ]
+        assert statuses[:2] == [503, 503]
+        limited = await client.post("/v1/chat", json={"user_id": "u", "message": "m"})
+        assert_error(limited, 429, "RATE_LIMITED")
+        assert int(limited.headers["Retry-After"]) >= 1
+        assert (await client.get("/healthz")).status_code == 200  # health is not limited
+        assert_error(await client.get("/readyz"), 503, "RECOMMENDER_UNAVAILABLE")
+
+
+def read_events(bootstrap: str, topic: str, want: int) -> list[events_pb2.FeedbackEvent]:
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=8000,
+    )
+    events = []
+    try:
+        for message in consumer:
+            event = events_pb2.FeedbackEvent.FromString(message.value)
+            assert message.key == event.user_id.encode()
+            events.append(event)
+            if len(events) >= want:
+                break
+    finally:
+        consumer.close()
+    return events
+
+
+def feedback(user: str, item: str, kind: str) -> dict:
+    return {"user_id": user, "item_id": item, "kind": kind, "context": {"source": "search_by_text"}}
+
+
+async def test_feedback_reaches_kafka_and_survives_a_broker_outage(gateway: Gateway):
+    client, broker, topic = gateway.client, gateway.broker, gateway.settings.feedback_topic
+    first = await client.post(
+        "/v1/feedback",
+        json={"events": [feedback("u1", "i1", "like"), feedback("u1", "i2", "reject")]},
+    )
+    assert first.status_code == 202, first.text
+    assert first.json()["spooled"] is False
+    events = await asyncio.to_thread(read_events, broker.bootstrap, topic, 2)
+    assert [e.event_id for e in events] == first.json()["event_ids"]
+    assert [e.kind for e in events] == [3, 4]  # LIKE, REJECT
+    assert events[0].context.source == events_pb2.FEEDBACK_SOURCE_SEARCH_BY_TEXT
+
+    broker.stop()
+    during = await client.post(
+        "/v1/feedback",
+        json={"events": [feedback("u2", "i3", "reject"), feedback("u2", "i4", "click")]},
+    )
+    assert during.status_code == 202 and during.json()["spooled"] is True
+    later = await client.post("/v1/feedback", json={"events": [feedback("u3", "i5", "like")]})
+    assert later.json()["spooled"] is True  # joins the spool: order is kept
+    broker.start()  # memory storage: a fresh, empty broker
+    wanted = during.json()["event_ids"] + later.json()["event_ids"]
+    seen: list[str] = []
+    for _ in range(40):
+        await asyncio.sleep(0.5)
+        if not (gateway.settings.spool_dir / "feedback.spool").exists():
+            break
+    seen = [e.event_id for e in await asyncio.to_thread(read_events, broker.bootstrap, topic, 3)]
+    assert list(dict.fromkeys(seen)) == wanted  # every spooled event, in order, once by id
+
+
+async def test_openapi_health_and_metrics(gateway: Gateway):
+    spec = (await gateway.client.get("/openapi.json")).json()
+    assert {"/v1/search/image", "/v1/search/text", "/v1/feedback", "/v1/chat"} <= set(spec["paths"])
+    assert (await gateway.client.get("/readyz")).json() == {"status": "ready"}
+    await gateway.client.get("/v1/items/no-such-item")
+    metrics = (await gateway.client.get("/metrics")).text
+    assert 'gateway_http_requests_total{method="GET",route="/v1/items/{item_id}",status="404"}' in (
+        metrics
+    )
