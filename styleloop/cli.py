@@ -79,6 +79,7 @@ def cmd_models_show(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from styleloop.broker import TansuBroker
     from styleloop.catalog import CatalogError, read_catalog
     from styleloop.demo import write_demo_catalog
     from styleloop.ingest import IngestAborted, IngestSettings, ingest
@@ -115,8 +116,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     for line in describe_manifest(models_dir):
         _out(line)
     image_root = catalog.source.parent if catalog.source.is_file() else catalog.source
-    services = plan(models_dir, state_dir, image_root.resolve(), args.base_port)
-    encoder, captioner, recommender = services
+    broker = TansuBroker(args.kafka_port, state_dir / "logs" / "broker.log")
+    services = plan(
+        models_dir,
+        state_dir,
+        image_root.resolve(),
+        args.base_port,
+        args.gateway_port,
+        broker.bootstrap,
+    )
+    encoder, captioner, recommender, gateway = services
+    url = f"http://{gateway.address}"
 
     def after_start() -> None:
         settings = IngestSettings(
@@ -134,20 +144,28 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"recommender ({report.created} new this run), {len(report.failed)} rows failed"
         )
         for query in args.query:
-            _out(f'\nsearch "{query}":')
-            for scored in _search(recommender.address, query):
-                item = scored.item
-                _out(f"  {scored.score:6.3f}  {item.title}  [{item.caption}]")
+            _out(f'\nsearch "{query}" (through the gateway):')
+            for scored in _search(url, query):
+                item = scored["item"]
+                _out(f"  {scored['score']:6.3f}  {item['title']}  [{item['caption']}]")
         _out(
-            "\nRunning on 127.0.0.1: "
-            + ", ".join(f"{s.name} {s.address} (metrics :{s.metrics_port})" for s in services)
-            + f"; logs in {state_dir / 'logs'}."
+            f"\nGateway: {url}  (OpenAPI: {url}/docs)\n"
+            f"  curl -s -X POST {url}/v1/search/text -H 'Content-Type: application/json' "
+            """-d '{"query": "red summer dress", "page_size": 3}'\n"""
+            f"  curl -s -X POST '{url}/v1/search/image?page_size=3' -F image=@PHOTO.jpg\n"
+            f"  curl -s {url}/v1/items/ITEM_ID/similar?page_size=3\n"
+            f"  curl -s -X POST {url}/v1/feedback -H 'Content-Type: application/json' "
+            """-d '{"events": [{"user_id": "u1", "item_id": "ITEM_ID", "kind": "reject"}]}'\n"""
+            f"  .venv/bin/styleloop events tail --bootstrap {broker.bootstrap}\n"
+            "Running on 127.0.0.1: "
+            + ", ".join(f"{s.name} {s.address}" for s in services)
+            + f", Kafka {broker.bootstrap}; logs in {state_dir / 'logs'}."
             + ("" if args.once else " Ctrl-C stops everything.")
         )
 
     try:
-        run_stack(services, after_start, once=args.once)
-    except (StackError, IngestAborted) as exc:
+        run_stack(services, after_start, once=args.once, broker=broker)
+    except (StackError, IngestAborted, RuntimeError) as exc:
         sys.stderr.write(f"styleloop up: {exc}\n")
         return 1
     except KeyboardInterrupt:
@@ -155,17 +173,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _search(address: str, query: str, count: int = 5) -> list[Any]:
-    import grpc
+def _search(url: str, query: str, count: int = 5) -> list[Any]:
+    """A text search through the gateway's HTTP API, as an app would call it."""
+    import urllib.request
 
-    from styleloop.v1 import recommender_pb2, recommender_pb2_grpc
-
-    with grpc.insecure_channel(address) as channel:
-        stub = recommender_pb2_grpc.RecommenderServiceStub(channel)
-        response = stub.SearchByText(
-            recommender_pb2.SearchByTextRequest(query=query, page_size=count), timeout=30
-        )
-    return list(response.results)
+    request = urllib.request.Request(
+        f"{url}/v1/search/text",
+        data=json.dumps({"query": query, "page_size": count}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        return list(json.loads(reply.read())["results"])
 
 
 def _catalog(value: Path | None) -> Path | None:
@@ -363,6 +381,44 @@ def cmd_demo_catalog(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_events_tail(args: argparse.Namespace) -> int:
+    from google.protobuf import json_format
+    from kafka import KafkaConsumer
+    from kafka.errors import KafkaError
+
+    from styleloop.v1 import events_pb2
+
+    try:
+        consumer = KafkaConsumer(
+            args.topic,
+            bootstrap_servers=args.bootstrap,
+            auto_offset_reset="earliest" if args.from_beginning else "latest",
+            enable_auto_commit=False,
+            consumer_timeout_ms=int(args.timeout * 1000) if args.timeout else float("inf"),
+        )
+    except KafkaError as exc:
+        sys.stderr.write(f"styleloop events tail: cannot reach {args.bootstrap}: {exc}\n")
+        return 1
+    shown = 0
+    try:
+        for message in consumer:
+            try:
+                event = events_pb2.FeedbackEvent.FromString(message.value)
+            except Exception:  # noqa: BLE001 - a foreign message on the topic
+                sys.stderr.write(f"offset {message.offset}: not a FeedbackEvent\n")
+                continue
+            record = json_format.MessageToDict(event, preserving_proto_field_name=True)
+            record["_offset"] = message.offset
+            _out(json.dumps(record))
+            sys.stdout.flush()
+            shown += 1
+            if args.max and shown >= args.max:
+                break
+    finally:
+        consumer.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from styleloop.models.presets import PRESETS
 
@@ -410,6 +466,29 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--limit", type=int, default=0, help="only the first N valid rows")
     ingest.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     ingest.set_defaults(func=cmd_ingest)
+
+    events = commands.add_parser("events", help="read the feedback event log")
+    events_commands = events.add_subparsers(dest="events_command", required=True, metavar="ACTION")
+    tail = events_commands.add_parser(
+        "tail",
+        help="print feedback events from Kafka as JSON lines",
+        description="Consume the feedback topic (no consumer group: nothing is committed) "
+        "and print each FeedbackEvent as one JSON line, with its offset.",
+    )
+    tail.add_argument(
+        "--bootstrap",
+        default=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+        help="Kafka bootstrap servers (default $KAFKA_BOOTSTRAP or 127.0.0.1:9092)",
+    )
+    tail.add_argument("--topic", default="styleloop.feedback.v1")
+    tail.add_argument(
+        "--from-beginning", action="store_true", help="start at the oldest event, not the end"
+    )
+    tail.add_argument("--max", type=int, default=0, help="stop after N events (0: never)")
+    tail.add_argument(
+        "--timeout", type=float, default=0, help="stop after S seconds without events (0: never)"
+    )
+    tail.set_defaults(func=cmd_events_tail)
 
     demo = commands.add_parser(
         "demo-catalog",
@@ -566,6 +645,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=50051,
         help="encoder on it, recommender +1, captioner +2; metrics on +100 (default 50051)",
     )
+    up.add_argument("--gateway-port", type=int, default=8080, help="HTTP port (default 8080)")
+    up.add_argument("--kafka-port", type=int, default=9092, help="broker port (default 9092)")
     up.add_argument("--limit", type=int, default=0, help="ingest only the first N items")
     up.add_argument(
         "--query",

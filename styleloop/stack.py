@@ -1,6 +1,12 @@
 """`styleloop up`: the local stack on 127.0.0.1 — prepared models (with StyleLoop's heads
-trained on the catalog when the preset needs them), the encoder, captioner and
-recommender as processes, and the catalog ingested — then a search to show it works.
+trained on the catalog when the preset needs them), the Kafka-protocol broker (Tansu),
+the encoder, captioner, recommender and gateway as processes, and the catalog ingested —
+then a search to show it works.
+
+Why not honcho/a Procfile: the services must start in order, each only once the one it
+needs reports healthy (gRPC health, the gateway's /readyz), and the catalog is ingested
+between the services and the gateway; a Procfile runner starts everything at once and
+knows no readiness. This module stays a thin ordered start / health wait / ordered stop.
 
 Service logs go to ``STATE_DIR/logs/<service>.log``; Ctrl-C (or ``--once``) stops every
 process it started.
@@ -20,6 +26,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from styleloop.broker import TansuBroker
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -35,6 +43,7 @@ class Service:
     metrics_port: int
     env: dict[str, str]
     log: Path
+    http: bool = False  # an HTTP service (the gateway): HTTP_PORT, ready on /readyz
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -43,13 +52,16 @@ class Service:
 
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        env = {
-            **os.environ,
-            **self.env,
-            "GRPC_HOST": "127.0.0.1",
-            "GRPC_PORT": str(self.port),
-            "METRICS_PORT": str(self.metrics_port),
-        }
+        ports = (
+            {"HTTP_HOST": "127.0.0.1", "HTTP_PORT": str(self.port)}
+            if self.http
+            else {
+                "GRPC_HOST": "127.0.0.1",
+                "GRPC_PORT": str(self.port),
+                "METRICS_PORT": str(self.metrics_port),
+            }
+        )
+        env = {**os.environ, **self.env, **ports}
         with self.log.open("ab") as handle:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", self.module],
@@ -60,17 +72,31 @@ class Service:
                 start_new_session=True,  # Ctrl-C reaches `up`, which stops us in order
             )
 
+    def _http_ready(self) -> bool:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://{self.address}/readyz", timeout=2) as reply:
+                return bool(reply.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
     def wait_ready(self, timeout_s: float) -> None:
-        """Until gRPC health says SERVING; fails early when the process exits."""
+        """Until gRPC health says SERVING (or /readyz answers 200); fails early when the
+        process exits."""
         deadline = time.monotonic() + timeout_s
+        if self.http:
+            while time.monotonic() < deadline:
+                self._check_alive()
+                if self._http_ready():
+                    return
+                time.sleep(0.3)
+            raise StackError(f"{self.name} was not ready after {timeout_s:.0f} s; see {self.log}")
         with grpc.insecure_channel(self.address) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
-                if self.process is not None and self.process.poll() is not None:
-                    raise StackError(
-                        f"{self.name} exited with code {self.process.returncode}; "
-                        f"see {self.log}:\n{tail(self.log)}"
-                    )
+                self._check_alive()
                 try:
                     reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
                     if reply.status == health_pb2.HealthCheckResponse.SERVING:
@@ -79,6 +105,13 @@ class Service:
                     pass
                 time.sleep(0.3)
         raise StackError(f"{self.name} was not ready after {timeout_s:.0f} s; see {self.log}")
+
+    def _check_alive(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise StackError(
+                f"{self.name} exited with code {self.process.returncode}; "
+                f"see {self.log}:\n{tail(self.log)}"
+            )
 
     def stop(self, grace_s: float = 15.0) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -99,9 +132,15 @@ def tail(path: Path, lines: int = 15) -> str:
 
 
 def plan(
-    models_dir: Path, state_dir: Path, image_root: Path | None, base_port: int
+    models_dir: Path,
+    state_dir: Path,
+    image_root: Path | None,
+    base_port: int,
+    gateway_port: int,
+    kafka_bootstrap: str,
 ) -> list[Service]:
-    """The services in start order, on ``base_port`` + 0, 1, 2 (metrics on +100)."""
+    """The gRPC services in start order on ``base_port`` + 0, 1, 2 (metrics on +100), then
+    the gateway on ``gateway_port``."""
     logs = state_dir / "logs"
     encoder = Service(
         "encoder",
@@ -133,7 +172,20 @@ def plan(
         recommender_env,
         logs / "recommender.log",
     )
-    return [encoder, captioner, recommender]
+    gateway = Service(
+        "gateway",
+        "services.gateway",
+        gateway_port,
+        gateway_port,
+        {
+            "RECOMMENDER_ADDR": recommender.address,
+            "KAFKA_BOOTSTRAP": kafka_bootstrap,
+            "SPOOL_DIR": str(state_dir / "gateway-spool"),
+        },
+        logs / "gateway.log",
+        http=True,
+    )
+    return [encoder, captioner, recommender, gateway]
 
 
 def run_stack(
@@ -141,11 +193,15 @@ def run_stack(
     after_start: Callable[[], None],
     *,
     once: bool,
+    broker: TansuBroker | None = None,
     ready_timeout_s: float = 300.0,
 ) -> None:
-    """Start in order, wait for each, run ``after_start``; then wait for Ctrl-C (or stop at
-    once with ``once``). Everything started is stopped on the way out."""
+    """Start the broker, then each service in order, waiting for each; run
+    ``after_start``; then wait for Ctrl-C (or stop at once with ``once``). Everything
+    started is stopped on the way out, in reverse order."""
     try:
+        if broker is not None:
+            broker.start()
         for service in services:
             service.start()
             service.wait_ready(ready_timeout_s)
@@ -159,3 +215,5 @@ def run_stack(
     finally:
         for service in reversed(services):
             service.stop()
+        if broker is not None:
+            broker.stop()
