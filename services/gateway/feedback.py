@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -42,11 +43,14 @@ class FeedbackSink:
         )
         spool_dir.mkdir(parents=True, exist_ok=True)
         self.spool = spool_dir / "feedback.spool"
+        # The batch a replay is delivering; it comes before the spool (a crash mid-replay
+        # leaves it, and it is delivered first next time).
+        self.replaying = spool_dir / "feedback.replaying"
         self._producer: Any = None
-        self._lock = asyncio.Lock()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="kafka")
+        self._lock = asyncio.Lock()  # guards the two files, never held while producing
+        self._kafka = ThreadPoolExecutor(1, thread_name_prefix="kafka")
         self._replayer: asyncio.Task[None] | None = None
-        SPOOL_DEPTH.set(len(self._read_spool()))
+        SPOOL_DEPTH.set(len(self._read(self.replaying)) + len(self._read(self.spool)))
 
     # ---------------------------------------------------------------- broker side (thread)
 
@@ -56,6 +60,17 @@ class FeedbackSink:
         from kafka.errors import TopicAlreadyExistsError
 
         timeout_ms = int(self.timeout_s * 1000)
+        # kafka-python's bootstrap waits ~30 s for an unreachable broker whatever the
+        # timeouts say; a plain connect answers at once.
+        for server in self.bootstrap.split(","):
+            host, _, port = server.strip().rpartition(":")
+            try:
+                socket.create_connection((host, int(port)), timeout=self.timeout_s).close()
+                break
+            except OSError:
+                continue
+        else:
+            raise ConnectionError(f"no Kafka broker reachable at {self.bootstrap}")
         admin = KafkaAdminClient(
             bootstrap_servers=self.bootstrap,
             request_timeout_ms=timeout_ms,
@@ -95,11 +110,12 @@ class FeedbackSink:
 
     # ---------------------------------------------------------------- spool
 
-    def _read_spool(self) -> list[Record]:
-        if not self.spool.is_file():
+    @staticmethod
+    def _read(path: Path) -> list[Record]:
+        if not path.is_file():
             return []
         records = []
-        with self.spool.open(encoding="ascii") as handle:
+        with path.open(encoding="ascii") as handle:
             for line in handle:
                 try:
                     entry = json.loads(line)
@@ -108,13 +124,20 @@ class FeedbackSink:
                     continue  # a line cut by a crash mid-write: it was never acknowledged
         return records
 
-    def _append_spool(self, records: list[Record]) -> None:
-        with self.spool.open("a", encoding="ascii") as handle:
+    @staticmethod
+    def _write(path: Path, records: list[Record], mode: str = "a") -> None:
+        with path.open(mode, encoding="ascii") as handle:
             for key, value in records:
                 entry = {"k": base64.b64encode(key).decode(), "v": base64.b64encode(value).decode()}
                 handle.write(json.dumps(entry) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
+
+    def _pending(self) -> bool:
+        return self.replaying.exists() or (self.spool.exists() and self.spool.stat().st_size > 0)
+
+    async def _append(self, records: list[Record]) -> None:
+        await asyncio.to_thread(self._write, self.spool, records)
         SPOOLED.inc(len(records))
         SPOOL_DEPTH.inc(len(records))
 
@@ -122,34 +145,42 @@ class FeedbackSink:
 
     async def publish(self, records: list[Record]) -> bool:
         """Returns True when the records went to the spool instead of the broker."""
-        loop = asyncio.get_running_loop()
         async with self._lock:
-            if self.spool.is_file() and self.spool.stat().st_size > 0:
-                await loop.run_in_executor(self._executor, self._append_spool, records)
+            if self._pending():  # behind earlier events: keep the order
+                await self._append(records)
                 return True
-            try:
-                await loop.run_in_executor(self._executor, self._produce, records)
-            except Exception as exc:  # noqa: BLE001 - any broker failure: keep the events
-                log.warning("broker unavailable; spooling feedback", extra={"error": repr(exc)})
-                await loop.run_in_executor(self._executor, self._append_spool, records)
-                return True
+        loop = asyncio.get_running_loop()
+        try:
+            # Bounded: a request never waits on the broker for long. A late success after
+            # the spool took the events only means a duplicate, which consumers drop by id.
+            await asyncio.wait_for(
+                loop.run_in_executor(self._kafka, self._produce, records), 3 * self.timeout_s
+            )
+        except Exception as exc:  # noqa: BLE001 - any broker failure: keep the events
+            log.warning("broker unavailable; spooling feedback", extra={"error": repr(exc)})
+            async with self._lock:
+                await self._append(records)
+            return True
         PRODUCED.inc(len(records))
         return False
 
     async def replay_once(self) -> int:
-        """Deliver the whole spool in order; returns how many were delivered (0 on failure)."""
-        loop = asyncio.get_running_loop()
+        """Deliver what is spooled, in order; returns how many (0 when the broker is
+        still unreachable). New events keep joining the spool meanwhile."""
         async with self._lock:
-            records = await loop.run_in_executor(self._executor, self._read_spool)
-            if not records:
-                return 0
-            try:
-                await loop.run_in_executor(self._executor, self._produce, records)
-            except Exception:  # noqa: BLE001 - still down; try again later
-                return 0
-            self.spool.unlink(missing_ok=True)
+            if not self.replaying.exists():
+                if not (self.spool.exists() and self.spool.stat().st_size > 0):
+                    return 0
+                os.replace(self.spool, self.replaying)  # take the batch; the spool restarts
+            records = await asyncio.to_thread(self._read, self.replaying)
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._kafka, self._produce, records)
+        except Exception:  # noqa: BLE001 - still down; try again later
+            return 0
+        async with self._lock:
+            self.replaying.unlink(missing_ok=True)
+            SPOOL_DEPTH.set(len(await asyncio.to_thread(self._read, self.spool)))
         PRODUCED.inc(len(records))
-        SPOOL_DEPTH.set(0)
         log.info("spooled feedback delivered", extra={"events": len(records)})
         return len(records)
 
@@ -168,6 +199,6 @@ class FeedbackSink:
         if self._producer is not None:
             producer = self._producer
             await asyncio.get_running_loop().run_in_executor(
-                self._executor, lambda: producer.close(timeout=self.timeout_s)
+                self._kafka, lambda: producer.close(timeout=self.timeout_s)
             )
-        self._executor.shutdown(wait=False)
+        self._kafka.shutdown(wait=False)

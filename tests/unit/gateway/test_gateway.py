@@ -240,7 +240,8 @@ async def test_feedback_reaches_kafka_and_survives_a_broker_outage(gateway: Gate
     seen: list[str] = []
     for _ in range(40):
         await asyncio.sleep(0.5)
-        if not (gateway.settings.spool_dir / "feedback.spool").exists():
+        spool = gateway.settings.spool_dir
+        if not (spool / "feedback.spool").exists() and not (spool / "feedback.replaying").exists():
             break
     seen = [e.event_id for e in await asyncio.to_thread(read_events, broker.bootstrap, topic, 3)]
     assert list(dict.fromkeys(seen)) == wanted  # every spooled event, in order, once by id
