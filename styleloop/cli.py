@@ -148,15 +148,19 @@ def cmd_up(args: argparse.Namespace) -> int:
             for scored in _search(url, query):
                 item = scored["item"]
                 _out(f"  {scored['score']:6.3f}  {item['title']}  [{item['caption']}]")
+        sample = catalog.rows[0] if catalog.rows else None
+        item_id = sample.item["item_id"] if sample else "ITEM_ID"
+        photo = str(sample.image.resolve()) if sample else "PHOTO.jpg"
+        feedback = {"events": [{"user_id": "u1", "item_id": item_id, "kind": "reject"}]}
         _out(
             f"\nGateway: {url}  (OpenAPI: {url}/docs)\n"
             f"  curl -s -X POST {url}/v1/search/text -H 'Content-Type: application/json' "
             """-d '{"query": "red summer dress", "page_size": 3}'\n"""
-            f"  curl -s -X POST '{url}/v1/search/image?page_size=3' -F image=@PHOTO.jpg\n"
-            f"  curl -s {url}/v1/items/ITEM_ID/similar?page_size=3\n"
+            f"  curl -s -X POST '{url}/v1/search/image?page_size=3' -F image=@{photo}\n"
+            f"  curl -s '{url}/v1/items/{item_id}/similar?page_size=3'\n"
             f"  curl -s -X POST {url}/v1/feedback -H 'Content-Type: application/json' "
-            """-d '{"events": [{"user_id": "u1", "item_id": "ITEM_ID", "kind": "reject"}]}'\n"""
-            f"  .venv/bin/styleloop events tail --bootstrap {broker.bootstrap}\n"
+            f"-d '{json.dumps(feedback)}'\n"
+            f"  .venv/bin/styleloop events tail --bootstrap {broker.bootstrap} --from-beginning\n"
             "Running on 127.0.0.1: "
             + ", ".join(f"{s.name} {s.address}" for s in services)
             + f", Kafka {broker.bootstrap}; logs in {state_dir / 'logs'}."

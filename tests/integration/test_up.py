@@ -1,7 +1,8 @@
 """`styleloop up`: the whole stack as processes on free 127.0.0.1 ports (tiny preset, drawn
 catalog), then, through the gateway's HTTP API only: a photo finds its item first, a
-filtered text search, an outfit completion, feedback read back from the broker; then
-Ctrl-C (SIGINT) leaves no process behind."""
+filtered text search, an outfit completion, feedback read back from the broker; the
+broker dies, feedback is still accepted, a broker comes back and every event arrives
+once by id; then Ctrl-C (SIGINT) leaves no process behind."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from styleloop.broker import TansuBroker
 from styleloop.catalog import read_catalog
 from tests.conftest import ROOT, run_cli
 
@@ -70,6 +72,22 @@ def call(url: str, body: dict | None = None, files: tuple[str, bytes] | None = N
         return json.loads(reply.read())
 
 
+def broker_pid(port: int) -> int:
+    """The Tansu process `up` started for ``port`` (found by its command line)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(b"tansu" in part for part in cmdline[:1]) and (
+            f"tcp://127.0.0.1:{port}".encode() in cmdline
+        ):
+            return int(proc.name)
+    raise AssertionError(f"no broker process for port {port}")
+
+
 def wait_for(predicate, timeout_s: float = 300) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -94,6 +112,7 @@ def test_up_runs_the_whole_stack_end_to_end(tiny_models: Path, drawn_catalog: Pa
         stderr=subprocess.STDOUT,
     )
     out = tmp_path / "up.out"
+    replacement: TansuBroker | None = None
     try:
         wait_for(lambda: "Running on 127.0.0.1" in out.read_text() or proc.poll() is not None)
         text = out.read_text()
@@ -101,6 +120,16 @@ def test_up_runs_the_whole_stack_end_to_end(tiny_models: Path, drawn_catalog: Pa
         assert "80 items in the recommender (80 new this run)" in text
         url = f"http://127.0.0.1:{gateway_port}"
         assert f"Gateway: {url}" in text and "curl" in text
+
+        # The curl examples `up` prints work as printed.
+        for line in text.splitlines():
+            if line.strip().startswith("curl "):
+                done = subprocess.run(
+                    line.strip(), shell=True, capture_output=True, text=True, timeout=60
+                )
+                assert done.returncode == 0, (line, done.stderr)
+                answer = json.loads(done.stdout)
+                assert "results" in answer or answer.get("accepted") == 1, (line, answer)
 
         rows = read_catalog(drawn_catalog).rows
         target = rows[5]
@@ -128,13 +157,39 @@ def test_up_runs_the_whole_stack_end_to_end(tiny_models: Path, drawn_catalog: Pa
         )
         assert accepted["accepted"] == 1 and accepted["spooled"] is False
         tail = run_cli(
-            "events", "tail", "--bootstrap", f"127.0.0.1:{kafka_port}", "--from-beginning",
-            "--max", "1", "--timeout", "15",
-        )  # fmt: skip
-        event = json.loads(tail.stdout.splitlines()[0])
-        assert event["event_id"] == accepted["event_ids"][0]
+            "events",
+            "tail",
+            "--bootstrap",
+            f"127.0.0.1:{kafka_port}",
+            "--from-beginning",
+            "--max",
+            "2",
+            "--timeout",
+            "15",
+        )  # fmt: skip (the printed curl example sent the first event)
+        read = {e["event_id"]: e for e in map(json.loads, tail.stdout.splitlines())}
+        event = read[accepted["event_ids"][0]]
         assert event["kind"] == "INTERACTION_KIND_REJECT" and event["user_id"] == "u1"
+
+        # The broker goes away: feedback is still accepted (spooled) ...
+        os.kill(broker_pid(kafka_port), signal.SIGKILL)
+        wait_for(lambda: nobody_listens(kafka_port), 30)
+        events = [{"user_id": "u2", "item_id": f"i{n}", "kind": "like"} for n in range(3)]
+        spooled = call(f"{url}/v1/feedback", {"events": events})
+        assert spooled["spooled"] is True
+        # ... and once a broker is back (memory storage: an empty one), every spooled
+        # event arrives, once each after de-duplication by id.
+        replacement = TansuBroker(kafka_port)
+        replacement.start()
+        tail = run_cli(
+            "events", "tail", "--bootstrap", f"127.0.0.1:{kafka_port}", "--from-beginning",
+            "--max", "3", "--timeout", "20",
+        )  # fmt: skip
+        ids = [json.loads(line)["event_id"] for line in tail.stdout.splitlines()]
+        assert list(dict.fromkeys(ids)) == spooled["event_ids"]
     finally:
+        if replacement is not None:
+            replacement.stop()
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         proc.wait(60)
         log.close()
