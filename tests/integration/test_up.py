@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -131,6 +132,16 @@ def test_up_runs_the_whole_stack_end_to_end(tiny_models: Path, drawn_catalog: Pa
                 answer = json.loads(done.stdout)
                 assert "results" in answer or answer.get("accepted") == 1, (line, answer)
 
+        # A request id given by the app reaches the services' logs.
+        traced = urllib.request.Request(
+            f"{url}/v1/items/no-such-item", headers={"X-Request-ID": "e2e-trace-42"}
+        )
+        try:
+            urllib.request.urlopen(traced, timeout=30)
+            raise AssertionError("an unknown item must be 404")
+        except urllib.error.HTTPError as err:
+            assert err.code == 404 and json.loads(err.read())["request_id"] == "e2e-trace-42"
+
         rows = read_catalog(drawn_catalog).rows
         target = rows[5]
         found = call(
@@ -197,4 +208,5 @@ def test_up_runs_the_whole_stack_end_to_end(tiny_models: Path, drawn_catalog: Pa
     assert all(nobody_listens(p) for p in ports), out.read_text()  # nothing left behind
     for name in ("encoder", "captioner", "recommender", "gateway"):
         assert (tmp_path / "stack" / "logs" / f"{name}.log").stat().st_size > 0
+    assert "e2e-trace-42" in (tmp_path / "stack" / "logs" / "recommender.log").read_text()
     assert os.path.exists(tmp_path / "stack" / "ingest" / "journal.jsonl")

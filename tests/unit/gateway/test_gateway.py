@@ -256,3 +256,28 @@ async def test_openapi_health_and_metrics(gateway: Gateway):
     assert 'gateway_http_requests_total{method="GET",route="/v1/items/{item_id}",status="404"}' in (
         metrics
     )
+
+
+async def test_cors_allows_only_configured_origins(tmp_path: Path):
+    settings = GatewaySettings(
+        recommender_addr="127.0.0.1:1",
+        cors_origins=["https://app.example"],
+        spool_dir=tmp_path / "spool",
+        kafka_bootstrap="127.0.0.1:1",
+    )
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://gateway"
+        ) as client,
+    ):
+        headers = {"Access-Control-Request-Method": "POST"}
+        allowed = await client.options(
+            "/v1/search/text", headers={**headers, "Origin": "https://app.example"}
+        )
+        assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+        refused = await client.options(
+            "/v1/search/text", headers={**headers, "Origin": "https://evil.example"}
+        )
+        assert "access-control-allow-origin" not in refused.headers
