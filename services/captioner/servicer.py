@@ -6,6 +6,7 @@ import grpc
 
 from services.captioner.core import CaptionerCore
 from styleloop.runtime.errors import ItemFailure
+from styleloop.runtime.server import model_info
 from styleloop.v1 import captioner_pb2, captioner_pb2_grpc, common_pb2
 
 SERVICE_NAME = captioner_pb2.DESCRIPTOR.services_by_name["CaptionerService"].full_name
@@ -48,14 +49,7 @@ class CaptionerServicer(captioner_pb2_grpc.CaptionerServiceServicer):
     ) -> captioner_pb2.GetCaptionerInfoResponse:
         info = self.core.info
         return captioner_pb2.GetCaptionerInfoResponse(
-            model=common_pb2.ModelInfo(
-                model_id=info.model_id,
-                model_version=info.model_version,
-                preset=info.preset,
-                backend=info.backend,
-                device=info.device,
-                max_batch_size=info.max_batch_size,
-            ),
+            model=model_info(info),
             default_prompt=info.default_prompt,
         )
 

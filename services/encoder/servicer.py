@@ -8,6 +8,7 @@ import grpc
 
 from services.encoder.core import Encoder, Outcome
 from styleloop.runtime.errors import ItemFailure
+from styleloop.runtime.server import model_info
 from styleloop.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc
 
 SERVICE_NAME = encoder_pb2.DESCRIPTOR.services_by_name["EncoderService"].full_name
@@ -57,20 +58,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
         self, request: encoder_pb2.GetEncoderInfoRequest, context: grpc.aio.ServicerContext
     ) -> encoder_pb2.GetEncoderInfoResponse:
         info = self.encoder.info
-        return encoder_pb2.GetEncoderInfoResponse(
-            model=common_pb2.ModelInfo(
-                model_id=info.model_id,
-                model_version=info.model_version,
-                preset=info.preset,
-                backend=info.backend,
-                device=info.device,
-                image_dimension=info.image_dimension,
-                text_dimension=info.text_dimension,
-                max_batch_size=info.max_batch_size,
-                max_text_tokens=info.max_text_tokens,
-                shared_space=info.shared_space,
-            )
-        )
+        return encoder_pb2.GetEncoderInfoResponse(model=model_info(info))
 
 
 def register(encoder: Encoder):  # type: ignore[no-untyped-def]

@@ -157,6 +157,18 @@ def rich_status(code: grpc.StatusCode, message: str, reason: str, **metadata: st
     )
 
 
+def model_info(info: object) -> Any:
+    """A ``styleloop.v1.ModelInfo`` from a service's info dataclass: every field the
+    message has is copied; the rest stay unset."""
+    import dataclasses
+
+    from styleloop.v1 import common_pb2
+
+    names = {f.name for f in common_pb2.ModelInfo.DESCRIPTOR.fields}
+    values = dataclasses.asdict(info)  # type: ignore[call-overload]
+    return common_pb2.ModelInfo(**{k: v for k, v in values.items() if k in names})
+
+
 def status_reason(error: grpc.aio.AioRpcError) -> str | None:
     """The ``ErrorInfo.reason`` a StyleLoop service attached to a failed RPC, if any."""
     for key, value in error.trailing_metadata() or ():
