@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,13 +164,14 @@ async def test_bad_requests_get_documented_statuses_and_json_errors(gateway: Gat
     assert given.json()["request_id"] == "abc-123"
 
 
-async def test_rate_limit_answers_429_with_retry_after(tiny_models: Path, tmp_path: Path):
+@asynccontextmanager
+async def lone_gateway(tmp_path: Path, **overrides) -> AsyncIterator[httpx.AsyncClient]:
+    """A gateway with nothing behind it (no recommender, no broker)."""
     settings = GatewaySettings(
         recommender_addr="127.0.0.1:1",
-        rate_limit_per_minute=60,
-        rate_limit_burst=2,
         spool_dir=tmp_path / "spool",
         kafka_bootstrap="127.0.0.1:1",
+        **overrides,
     )
     app = create_app(settings)
     async with (
@@ -178,6 +180,11 @@ async def test_rate_limit_answers_429_with_retry_after(tiny_models: Path, tmp_pa
             transport=httpx.ASGITransport(app=app), base_url="http://gateway"
         ) as client,
     ):
+        yield client
+
+
+async def test_rate_limit_answers_429_with_retry_after(tmp_path: Path):
+    async with lone_gateway(tmp_path, rate_limit_per_minute=60, rate_limit_burst=2) as client:
         statuses = [
             (await client.post("/v1/chat", json={"user_id": "u", "message": "m"})).status_code
             for _ in range(3)
@@ -263,19 +270,7 @@ async def test_openapi_health_and_metrics(gateway: Gateway):
 
 
 async def test_cors_allows_only_configured_origins(tmp_path: Path):
-    settings = GatewaySettings(
-        recommender_addr="127.0.0.1:1",
-        cors_origins=["https://app.example"],
-        spool_dir=tmp_path / "spool",
-        kafka_bootstrap="127.0.0.1:1",
-    )
-    app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://gateway"
-        ) as client,
-    ):
+    async with lone_gateway(tmp_path, cors_origins=["https://app.example"]) as client:
         headers = {"Access-Control-Request-Method": "POST"}
         allowed = await client.options(
             "/v1/search/text", headers={**headers, "Origin": "https://app.example"}
