@@ -32,7 +32,12 @@ from tqdm import tqdm
 
 from styleloop.catalog import Catalog, CatalogRow, RowProblem
 from styleloop.runtime.errors import ItemFailure
-from styleloop.runtime.inputs import InputLimits, decode_image
+from styleloop.runtime.inputs import (
+    DEFAULT_MAX_IMAGE_BYTES,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    InputLimits,
+    decode_image,
+)
 from styleloop.runtime.server import status_reason
 from styleloop.v1 import (
     captioner_pb2,
@@ -308,7 +313,7 @@ class Ingestor:
 
 def dry_run(catalog: Catalog, report: Report, progress: bool) -> None:
     """Decode every image with the services' own limits; write nothing."""
-    limits = InputLimits(10 * 1024 * 1024, 40_000_000, 0)
+    limits = InputLimits(DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS, 0)
     for row in tqdm(catalog.rows, desc="validate", unit="item", disable=not progress):
         decoded = decode_image(row.image.read_bytes(), limits)
         if isinstance(decoded, ItemFailure):

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from styleloop.runtime.inputs import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS
 from styleloop.runtime.settings import ServiceSettings
 
 # The FROMAGe fashion paper's prompt.
@@ -41,5 +42,5 @@ class CaptionerSettings(ServiceSettings):
     max_batch_wait_ms: float = Field(default=5.0, ge=0)
     max_queue_items: int = Field(default=256, ge=1)
     max_items_per_request: int = Field(default=32, ge=1)
-    max_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
-    max_image_pixels: int = Field(default=40_000_000, ge=1)
+    max_image_bytes: int = Field(default=DEFAULT_MAX_IMAGE_BYTES, ge=1)
+    max_image_pixels: int = Field(default=DEFAULT_MAX_IMAGE_PIXELS, ge=1)

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from styleloop.runtime.inputs import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS
 from styleloop.runtime.settings import ServiceSettings
 
 
@@ -26,8 +27,8 @@ class EncoderSettings(ServiceSettings):
     max_batch_wait_ms: float = Field(default=2.0, ge=0)
     max_queue_items: int = Field(default=1024, ge=1)
     max_items_per_request: int = Field(default=64, ge=1)
-    max_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
-    max_image_pixels: int = Field(default=40_000_000, ge=1)
+    max_image_bytes: int = Field(default=DEFAULT_MAX_IMAGE_BYTES, ge=1)
+    max_image_pixels: int = Field(default=DEFAULT_MAX_IMAGE_PIXELS, ge=1)
     max_text_chars: int = Field(default=2000, ge=1)
     ort_threads: int = Field(default=0, ge=0, description="ONNX Runtime intra-op threads; 0 auto.")
     preprocess_threads: int = Field(default=2, ge=1)

@@ -15,6 +15,9 @@ from PIL import Image
 from styleloop.runtime.errors import ItemFailure
 
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
+# The services' default limits (MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS), one place for all.
+DEFAULT_MAX_IMAGE_BYTES = 10 * 1024 * 1024
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 
 
 @dataclass(frozen=True)
