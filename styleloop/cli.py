@@ -209,7 +209,15 @@ def cmd_bench_recommender(args: argparse.Namespace) -> int:
     from services.recommender import bench
 
     sizes = [int(size) for size in args.sizes.split(",")]
-    return bench.main(sizes, args.dim, args.queries, args.json, args.hnsw_ef, not args.float32)
+    return bench.main(
+        sizes,
+        args.dim,
+        args.queries,
+        args.json,
+        args.hnsw_ef,
+        not args.float32,
+        args.full_scan_threshold_kb,
+    )
 
 
 def cmd_train_align(args: argparse.Namespace) -> int:
@@ -575,6 +583,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench_recommender.add_argument("--dim", type=int, default=512, help="vector size (512)")
     bench_recommender.add_argument("--queries", type=int, default=200, help="per case (200)")
     bench_recommender.add_argument("--hnsw-ef", type=int, default=64, help="search ef (64)")
+    bench_recommender.add_argument(
+        "--full-scan-threshold-kb",
+        type=int,
+        help="HNSW full_scan_threshold (the service's FULL_SCAN_THRESHOLD_KB; default Qdrant's)",
+    )
     bench_recommender.add_argument(
         "--float32", action="store_true", help="no int8 quantization (the service's QUANTIZE)"
     )

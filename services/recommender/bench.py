@@ -71,13 +71,26 @@ def _best_score(sims_pos: np.ndarray, sims_neg: np.ndarray) -> np.ndarray:
 
 
 def run_size(
-    size: int, dim: int, queries: int, folder: Path, hnsw_ef: int, quantize: bool, seed: int = 0
+    size: int,
+    dim: int,
+    queries: int,
+    folder: Path,
+    hnsw_ef: int,
+    quantize: bool,
+    seed: int = 0,
+    full_scan_threshold_kb: int | None = None,
 ) -> tuple[dict[str, float], list[Row]]:
     rng = np.random.default_rng(seed)
     vectors = clustered(rng, size, dim)
     categories = rng.integers(0, len(CATEGORIES), size)
     prices = rng.uniform(5, 500, size).astype(np.float32)
-    store = EdgeStore(folder / f"bench-{size}", {"image": dim}, hnsw_ef=hnsw_ef, quantize=quantize)
+    store = EdgeStore(
+        folder / f"bench-{size}",
+        {"image": dim},
+        hnsw_ef=hnsw_ef,
+        quantize=quantize,
+        full_scan_threshold_kb=full_scan_threshold_kb,
+    )
     started = time.perf_counter()
     for start in range(0, size, 1000):
         stop = min(size, start + 1000)
@@ -141,19 +154,24 @@ def run_size(
             numpy_recommend,
         ),
     }
-    # Quality check: HNSW's plain top-10 overlaps exact search.
-    recall = float(
-        np.mean(
-            [
-                len(
-                    {p.key for p in store.nearest("image", probes[i], Filters(), 10, 0)}
-                    & {f"item-{j}" for j in numpy_plain(i)}
-                )
-                / 10
-                for i in range(min(queries, 50))
-            ]
+
+    # Quality check: HNSW's top-10 overlaps exact search, plain and filtered.
+    def recall_of(flt: Callable[[int], Filters], exact: Callable[[int], np.ndarray]) -> float:
+        return float(
+            np.mean(
+                [
+                    len(
+                        {p.key for p in store.nearest("image", probes[i], flt(i), 10, 0)}
+                        & {f"item-{j}" for j in exact(i)}
+                    )
+                    / 10
+                    for i in range(min(queries, 50))
+                ]
+            )
         )
-    )
+
+    recall = recall_of(lambda _: Filters(), numpy_plain)
+    filtered_recall = recall_of(lambda i: filters[i], numpy_filtered)
     rows = []
     for name, (qdrant, brute) in cases.items():
         qdrant(0), brute(0)  # warm
@@ -165,7 +183,8 @@ def run_size(
         "size": size,
         "upserts_per_s": size / upsert_s,
         "index_s": index_s,
-        "plain_recall_at_10": float(recall),
+        "plain_recall_at_10": recall,
+        "filtered_recall_at_10": filtered_recall,
     }, rows
 
 
@@ -176,23 +195,35 @@ def main(
     json_out: Path | None,
     hnsw_ef: int = 64,
     quantize: bool = True,
+    full_scan_threshold_kb: int | None = None,
 ) -> int:
     out = sys.stdout
+    threshold = "default" if full_scan_threshold_kb is None else f"{full_scan_threshold_kb} KB"
     out.write(
-        f"recommender store benchmark: Qdrant Edge (hnsw_ef {hnsw_ef}, "
+        f"recommender store benchmark: Qdrant Edge (hnsw_ef {hnsw_ef}, full scan threshold "
+        f"{threshold}, "
         f"{'int8 quantization + rescore' if quantize else 'float32'}) vs NumPy brute force, "
         f"{dim}-d clustered synthetic vectors, {queries} queries per case\n"
     )
     summaries, rows = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
-            summary, size_rows = run_size(size, dim, queries, Path(tmp), hnsw_ef, quantize)
+            summary, size_rows = run_size(
+                size,
+                dim,
+                queries,
+                Path(tmp),
+                hnsw_ef,
+                quantize,
+                full_scan_threshold_kb=full_scan_threshold_kb,
+            )
             summaries.append(summary)
             rows += size_rows
             out.write(
                 f"{size:>7} items: {summary['upserts_per_s']:,.0f} upserts/s, "
-                f"indexed in {summary['index_s']:.1f} s, plain recall@10 vs exact "
-                f"{summary['plain_recall_at_10']:.2f}\n"
+                f"indexed in {summary['index_s']:.1f} s, recall@10 vs exact: plain "
+                f"{summary['plain_recall_at_10']:.2f}, filtered "
+                f"{summary['filtered_recall_at_10']:.2f}\n"
             )
     out.write(
         f"{'items':>7} {'query':<17}{'qdrant p50':>11}{'p99':>8}{'numpy p50':>11}"

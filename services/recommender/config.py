@@ -25,6 +25,12 @@ class RecommenderSettings(ServiceSettings):
     max_upsert_items: int = Field(default=256, ge=1)
     near_duplicate_threshold: float = Field(default=0.95, gt=0, le=1)
     hnsw_ef: int = Field(default=64, ge=1, description="Qdrant Edge search-time HNSW ef.")
+    full_scan_threshold_kb: int | None = Field(
+        default=None,
+        ge=1,
+        description="New Edge collections: below this many KB of matching vectors a filtered "
+        "query scans them instead of walking HNSW; unset keeps Qdrant's default (10 MB).",
+    )
     quantize: bool = Field(
         default=True,
         description="int8 scalar quantization with rescoring for new Edge collections.",

@@ -639,6 +639,7 @@ async def build_recommender(settings: RecommenderSettings) -> Recommender:
             vectors,
             hnsw_ef=settings.hnsw_ef,
             quantize=settings.quantize,
+            full_scan_threshold_kb=settings.full_scan_threshold_kb,
         )
         users = EdgeStore(
             settings.data_dir / users_name, {"preference": model.image_dimension}, indexed=False

@@ -145,6 +145,7 @@ class EdgeStore:
         indexed: bool = True,
         hnsw_ef: int = 64,
         quantize: bool = True,
+        full_scan_threshold_kb: int | None = None,
     ) -> None:
         import qdrant_edge as q
 
@@ -170,6 +171,13 @@ class EdgeStore:
                     type=q.ScalarType.Int8, quantile=0.99, always_ram=True
                 )
                 if quantize
+                else None,
+                # Below this many KB of matching vectors a filtered query scans them
+                # instead of walking the HNSW graph (None: Qdrant's default, 10 MB).
+                hnsw_config=q.HnswIndexConfig(
+                    m=16, ef_construct=100, full_scan_threshold=full_scan_threshold_kb
+                )
+                if full_scan_threshold_kb is not None
                 else None,
             )
             self.shard = q.EdgeShard.create(str(path), config)
