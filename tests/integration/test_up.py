@@ -89,6 +89,16 @@ def broker_pid(port: int) -> int:
     raise AssertionError(f"no broker process for port {port}")
 
 
+def tail_events(port: int, most: int, idle_s: int) -> list[dict]:
+    """`styleloop events tail` from the start of the topic, as JSON records."""
+    result = run_cli(
+        "events", "tail", "--bootstrap", f"127.0.0.1:{port}", "--from-beginning",
+        "--max", str(most), "--timeout", str(idle_s),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
 def wait_for(predicate, timeout_s: float = 300) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -167,18 +177,8 @@ def test_up_runs_the_whole_stack_end_to_end(tiny_models: Path, drawn_catalog: Pa
             {"events": [{"user_id": "u1", "item_id": target.item["item_id"], "kind": "reject"}]},
         )
         assert accepted["accepted"] == 1 and accepted["spooled"] is False
-        tail = run_cli(
-            "events",
-            "tail",
-            "--bootstrap",
-            f"127.0.0.1:{kafka_port}",
-            "--from-beginning",
-            "--max",
-            "2",
-            "--timeout",
-            "15",
-        )  # fmt: skip (the printed curl example sent the first event)
-        read = {e["event_id"]: e for e in map(json.loads, tail.stdout.splitlines())}
+        # The printed curl example sent the first event.
+        read = {e["event_id"]: e for e in tail_events(kafka_port, most=2, idle_s=15)}
         event = read[accepted["event_ids"][0]]
         assert event["kind"] == "INTERACTION_KIND_REJECT" and event["user_id"] == "u1"
 
@@ -192,18 +192,8 @@ def test_up_runs_the_whole_stack_end_to_end(tiny_models: Path, drawn_catalog: Pa
         # event arrives, once each after de-duplication by id.
         replacement = TansuBroker(kafka_port)
         replacement.start()
-        tail = run_cli(
-            "events",
-            "tail",
-            "--bootstrap",
-            f"127.0.0.1:{kafka_port}",
-            "--from-beginning",
-            "--max",
-            "6",
-            "--timeout",
-            "10",
-        )  # fmt: skip (at least once: duplicates may come too)
-        ids = [json.loads(line)["event_id"] for line in tail.stdout.splitlines()]
+        delivered = tail_events(kafka_port, most=6, idle_s=10)  # at least once: dupes too
+        ids = [event["event_id"] for event in delivered]
         assert list(dict.fromkeys(ids)) == spooled["event_ids"]
     finally:
         if replacement is not None:
