@@ -23,6 +23,41 @@ def _out(text: str = "") -> None:
     sys.stdout.write(text + "\n")
 
 
+def _integer(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= {minimum}")
+    return value
+
+
+def positive(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    return _integer(text, 1)
+
+
+def non_negative(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    return _integer(text, 0)
+
+
+def counts(text: str) -> list[int]:
+    """``1k,10k,100k`` (or ``1000,10000``) as positive integers; an argparse type."""
+    out = []
+    for part in text.split(","):
+        token = part.strip().lower()
+        scale = {"k": 1_000, "m": 1_000_000}.get(token[-1:], 1)
+        digits = token[:-1] if scale > 1 else token
+        if not digits.isdigit() or int(digits) * scale <= 0:
+            raise argparse.ArgumentTypeError(
+                f"{part.strip()!r} is not a positive count (examples: 1000, 10k, 1m)"
+            )
+        out.append(int(digits) * scale)
+    return out
+
+
 def describe_manifest(models_dir: Path) -> list[str]:
     from styleloop.models.manifest import load_manifest
 
@@ -92,9 +127,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     state_dir: Path = args.state_dir
     progress = not args.no_progress
     try:
-        manifest = prepare(args.preset, models_dir, progress=progress)
+        # The catalog first: a wrong path is reported before minutes of model preparation,
+        # and only a catalog nobody configured falls back to the synthetic demo.
         catalog_path = _ingest_catalog(args.catalog)
-        if catalog_path is None or not catalog_path.exists():
+        if catalog_path is None:
             catalog_path = state_dir / "demo-catalog"
             if not (catalog_path / "products.jsonl").is_file():
                 write_demo_catalog(catalog_path)
@@ -103,6 +139,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 f"SYNTHETIC demo catalog of drawn garments in {catalog_path}"
             )
         catalog = read_catalog(catalog_path)
+        manifest = prepare(args.preset, models_dir, progress=progress)
         if manifest.captioner is None and manifest.attributes is None:
             _out(
                 f"Training StyleLoop's heads on {catalog.source} (once; ~2-3 min on 2 cores "
@@ -208,9 +245,8 @@ def cmd_bench_encoder(args: argparse.Namespace) -> int:
 def cmd_bench_recommender(args: argparse.Namespace) -> int:
     from services.recommender import bench
 
-    sizes = [int(size) for size in args.sizes.split(",")]
     return bench.main(
-        sizes,
+        args.sizes,
         args.dim,
         args.queries,
         args.json,
@@ -385,7 +421,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_demo_catalog(args: argparse.Namespace) -> int:
     from styleloop.demo import write_demo_catalog
 
-    count = write_demo_catalog(args.out, args.count, args.seed)
+    try:
+        count = write_demo_catalog(args.out, args.count, args.seed)
+    except OSError as exc:
+        sys.stderr.write(f"styleloop demo-catalog: cannot write {args.out}: {exc.strerror}\n")
+        return 1
     _out(
         f"wrote a SYNTHETIC catalog of {count} drawn products to {args.out} "
         "(not real products; for real ones use the sample data or the Kaggle download)"
@@ -465,8 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument("--recommender", help="host:port (default: $RECOMMENDER_ADDR or :50052)")
     ingest.add_argument("--captioner", help="host:port (default: $CAPTIONER_ADDR or :50053)")
-    ingest.add_argument("--batch-size", type=int, help="items per request (default 32)")
-    ingest.add_argument("--concurrency", type=int, help="batches in flight (default 2)")
+    ingest.add_argument("--batch-size", type=positive, help="items per request (default 32)")
+    ingest.add_argument("--concurrency", type=positive, help="batches in flight (default 2)")
     ingest.add_argument(
         "--state", type=Path, help="journal file (default: .styleloop/ingest/<catalog>.jsonl)"
     )
@@ -475,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument(
         "--dry-run", action="store_true", help="validate rows and images; write nothing"
     )
-    ingest.add_argument("--limit", type=int, default=0, help="only the first N valid rows")
+    ingest.add_argument("--limit", type=non_negative, default=0, help="only the first N valid rows")
     ingest.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     ingest.set_defaults(func=cmd_ingest)
 
@@ -496,7 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument(
         "--from-beginning", action="store_true", help="start at the oldest event, not the end"
     )
-    tail.add_argument("--max", type=int, default=0, help="stop after N events (0: never)")
+    tail.add_argument("--max", type=non_negative, default=0, help="stop after N events (0: never)")
     tail.add_argument(
         "--timeout", type=float, default=0, help="stop after S seconds without events (0: never)"
     )
@@ -507,7 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a small SYNTHETIC catalog of drawn garments (when no real one is at hand)",
     )
     demo.add_argument("--out", type=Path, required=True, help="folder to write")
-    demo.add_argument("--count", type=int, default=120, help="products (default 120)")
+    demo.add_argument("--count", type=positive, default=120, help="products (default 120)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=cmd_demo_catalog)
 
@@ -560,10 +600,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: $STYLELOOP_DATA_DIR; drawn images when absent)",
     )
     bench_encoder.add_argument(
-        "--requests", type=int, default=64, help="requests per concurrency level (default 64)"
+        "--requests", type=positive, default=64, help="requests per concurrency level (default 64)"
     )
     bench_encoder.add_argument(
-        "--max-batch-size", type=int, default=32, help="batch cap in batched mode (default 32)"
+        "--max-batch-size", type=positive, default=32, help="batch cap in batched mode (default 32)"
     )
     bench_encoder.add_argument("--json", type=Path, help="also write the figures as JSON")
     bench_encoder.set_defaults(func=cmd_bench_encoder)
@@ -578,14 +618,17 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     bench_recommender.add_argument(
-        "--sizes", default="1000,10000,100000", help="collection sizes (default 1k,10k,100k)"
+        "--sizes",
+        type=counts,
+        default=[1_000, 10_000, 100_000],
+        help="collection sizes, comma-separated, k/m suffixes allowed (default 1k,10k,100k)",
     )
-    bench_recommender.add_argument("--dim", type=int, default=512, help="vector size (512)")
-    bench_recommender.add_argument("--queries", type=int, default=200, help="per case (200)")
-    bench_recommender.add_argument("--hnsw-ef", type=int, default=64, help="search ef (64)")
+    bench_recommender.add_argument("--dim", type=positive, default=512, help="vector size (512)")
+    bench_recommender.add_argument("--queries", type=positive, default=200, help="per case (200)")
+    bench_recommender.add_argument("--hnsw-ef", type=positive, default=64, help="search ef (64)")
     bench_recommender.add_argument(
         "--full-scan-threshold-kb",
-        type=int,
+        type=positive,
         help="HNSW full_scan_threshold (the service's FULL_SCAN_THRESHOLD_KB; default Qdrant's)",
     )
     bench_recommender.add_argument(
@@ -610,7 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
     align.add_argument("--catalog", type=Path, help="catalog folder (default $STYLELOOP_DATA_DIR)")
     align.add_argument("--models-dir", type=Path, help="prepared models (default .models/offline)")
     align.add_argument("--seed", type=int, default=0)
-    align.add_argument("--dim", type=int, default=256, help="shared space size (256)")
+    align.add_argument("--dim", type=positive, default=256, help="shared space size (256)")
     align.add_argument("--validation-fraction", type=float, default=0.15)
     align.add_argument(
         "--type-weight",
@@ -658,13 +701,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument(
         "--base-port",
-        type=int,
+        type=positive,
         default=50051,
         help="encoder on it, recommender +1, captioner +2; metrics on +100 (default 50051)",
     )
-    up.add_argument("--gateway-port", type=int, default=8080, help="HTTP port (default 8080)")
-    up.add_argument("--kafka-port", type=int, default=9092, help="broker port (default 9092)")
-    up.add_argument("--limit", type=int, default=0, help="ingest only the first N items")
+    up.add_argument("--gateway-port", type=positive, default=8080, help="HTTP port (default 8080)")
+    up.add_argument("--kafka-port", type=positive, default=9092, help="broker port (default 9092)")
+    up.add_argument("--limit", type=non_negative, default=0, help="ingest only the first N items")
     up.add_argument(
         "--query",
         action="append",
