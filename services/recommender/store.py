@@ -197,9 +197,14 @@ class EdgeStore:
 
     def _filter(self, filters: Filters) -> Any:
         q = self.q
+        # One wanted value is a MatchValue: the engine resolves it straight from the keyword
+        # index, about twice as fast as a one-element MatchAny (see the benchmark).
         must: list[Any] = [
-            q.FieldCondition(key=name, match=q.MatchAny(any=list(values)))
-            for name, values in filters.keywords.items()
+            q.FieldCondition(
+                key=name,
+                match=q.MatchValue(value=values[0]) if len(values) == 1 else q.MatchAny(any=values),
+            )
+            for name, values in ((n, list(v)) for n, v in filters.keywords.items())
             if values
         ]
         if filters.min_price is not None or filters.max_price is not None:
@@ -247,18 +252,39 @@ class EdgeStore:
         return [found[k] for k in keys if k in found]
 
     def _query(
-        self, limit: int, offset: int, query: Any, filters: Filters, **extra: Any
+        self,
+        limit: int,
+        offset: int,
+        query: Any,
+        filters: Filters,
+        with_vector: bool = False,
+        **extra: Any,
     ) -> list[Stored]:
         request = self.q.QueryRequest(
             limit=limit,
             offset=offset,
             query=query,
             filter=self._filter(filters),
-            with_payload=True,
+            with_payload=False,
             params=self.params,
             **extra,
         )
-        return [to_stored(p) for p in self.shard.query(request)]
+        scored = self.shard.query(request)
+        # Ranking and fetching are two steps: a filtered query that also reads payloads
+        # costs more than the query plus one retrieve of the page (measured at 100k).
+        records = {
+            r.id: r
+            for r in self.shard.retrieve(
+                [p.id for p in scored], with_payload=True, with_vector=with_vector
+            )
+        }
+        out = []
+        for p in scored:
+            if p.id in records:  # deleted between the two steps: simply not returned
+                stored = to_stored(records[p.id])
+                stored.score = float(p.score)
+                out.append(stored)
+        return out
 
     def nearest(
         self, using: str, vector: Sequence[float], filters: Filters, limit: int, offset: int
