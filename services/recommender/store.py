@@ -23,6 +23,7 @@ ID_NAMESPACE = uuid.UUID("6f1c2d4e-8a3b-5c7d-9e0f-1a2b3c4d5e6f")
 KEYWORD_FIELDS = ("category", "article_type", "brand", "season", "colour", "usage", "gender")
 FLOAT_FIELDS = ("price",)
 BOOL_FIELDS = ("in_stock",)
+DEFAULT_FULL_SCAN_THRESHOLD_KB = 10_000  # Qdrant's own default
 
 
 def floats(vector: Sequence[float]) -> list[float]:
@@ -162,38 +163,46 @@ class EdgeStore:
         if path.is_dir() and any(path.iterdir()):
             self.shard = q.EdgeShard.load(str(path))
         else:
+            # What every query walks — the HNSW graph, the int8 copies, the payload indexes
+            # and the id map — is pinned on the heap; float vectors (read only to rescore a
+            # handful of candidates) and payloads stay memory-mapped. Page-cache eviction
+            # otherwise puts page faults into query latency (measured at 100k: plain p50
+            # 0.4-0.5 ms pinned against 0.8-1.0 ms memory-mapped on this VM).
+            pinned = q.Memory.Pinned
             config = q.EdgeConfig(
                 vectors={
-                    name: q.EdgeVectorParams(size=size, distance=q.Distance.Cosine)
+                    name: q.EdgeVectorParams(
+                        size=size, distance=q.Distance.Cosine, memory=q.Memory.Cached
+                    )
                     for name, size in vectors.items()
                 },
                 quantization_config=q.ScalarQuantizationConfig(
-                    type=q.ScalarType.Int8, quantile=0.99, always_ram=True
+                    type=q.ScalarType.Int8, quantile=0.99, memory=pinned
                 )
                 if quantize
                 else None,
                 # Below this many KB of matching vectors a filtered query scans them
-                # instead of walking the HNSW graph (None: Qdrant's default, 10 MB).
+                # instead of walking the HNSW graph (Qdrant's default: 10 MB).
                 hnsw_config=q.HnswIndexConfig(
-                    m=16, ef_construct=100, full_scan_threshold=full_scan_threshold_kb
-                )
-                if full_scan_threshold_kb is not None
-                else None,
+                    m=16,
+                    ef_construct=100,
+                    full_scan_threshold=full_scan_threshold_kb or DEFAULT_FULL_SCAN_THRESHOLD_KB,
+                    memory=pinned,
+                ),
+                id_tracker_memory=pinned,
+                payload_memory=q.Memory.Cached,
             )
             self.shard = q.EdgeShard.create(str(path), config)
             if indexed:
-                for name in KEYWORD_FIELDS + ("item_id",):
-                    self.shard.update(
-                        q.UpdateOperation.create_field_index(name, q.PayloadSchemaType.Keyword)
-                    )
-                for name in FLOAT_FIELDS:
-                    self.shard.update(
-                        q.UpdateOperation.create_field_index(name, q.PayloadSchemaType.Float)
-                    )
-                for name in BOOL_FIELDS:
-                    self.shard.update(
-                        q.UpdateOperation.create_field_index(name, q.PayloadSchemaType.Bool)
-                    )
+                schemas: dict[str, Any] = {
+                    **dict.fromkeys(
+                        (*KEYWORD_FIELDS, "item_id"), q.KeywordIndexParams(memory=pinned)
+                    ),
+                    **dict.fromkeys(FLOAT_FIELDS, q.FloatIndexParams(memory=pinned)),
+                    **dict.fromkeys(BOOL_FIELDS, q.BoolIndexParams(memory=pinned)),
+                }
+                for name, schema in schemas.items():
+                    self.shard.update(q.UpdateOperation.create_field_index(name, schema))
 
     def _filter(self, filters: Filters) -> Any:
         q = self.q

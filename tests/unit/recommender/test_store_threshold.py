@@ -1,6 +1,6 @@
-"""A Qdrant Edge collection created with FULL_SCAN_THRESHOLD_KB set: the setting reaches
-the engine and filtered queries still return exactly the filtered nearest items. (How
-it changes speed and recall at 100k is the benchmark's job.)"""
+"""Qdrant Edge collection settings reach the engine: FULL_SCAN_THRESHOLD_KB (filtered
+queries still return exactly the filtered nearest items) and pinned payload indexes.
+(How they change speed and recall at 100k is the benchmark's job.)"""
 
 from __future__ import annotations
 
@@ -31,4 +31,16 @@ def test_store_with_a_full_scan_threshold_filters_exactly(tmp_path: Path):
     exact = sorted(in_b, key=lambda n: -float(vectors[n] @ query))[:10]
     assert [p.key for p in found] == [f"i{n}" for n in exact]
     assert all(p.payload["category"] == "b" for p in found)
+    store.close()
+
+
+def test_payload_indexes_are_pinned_and_stay_so_after_reload(tmp_path: Path):
+    import qdrant_edge as q
+
+    EdgeStore(tmp_path / "s", {"image": 8}).close()
+    store = EdgeStore(tmp_path / "s", {"image": 8})  # loads the shard written above
+    schema = store.shard.info().payload_schema
+    assert {"category", "item_id", "price", "in_stock"} <= set(schema)
+    for name in ("category", "item_id", "price", "in_stock"):
+        assert schema[name].params.memory == q.Memory.Pinned, name
     store.close()
