@@ -270,12 +270,19 @@ class Recommender:
     def _item(payload: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in payload.items() if k != "key"}
 
-    def _check_dim(self, vector: Sequence[float], want: int, what: str, item_id: str) -> None:
+    def _check_vector(self, vector: Sequence[float], want: int, what: str, item_id: str) -> None:
         if len(vector) != want:
             raise InvalidArgument(
                 f"item {item_id!r}: {what} has {len(vector)} dimensions; the encoder model "
                 f"{self.model.model_id} v{self.model.model_version} gives {want}",
                 reason="VECTOR_DIMENSION_MISMATCH",
+            )
+        # Cosine of a NaN, infinite or all-zero vector is NaN, which would poison rankings.
+        values = np.asarray(vector, dtype=np.float64)
+        if not np.isfinite(values).all() or not values.any():
+            raise InvalidArgument(
+                f"item {item_id!r}: {what} must be finite and not all zero",
+                reason="BAD_VECTOR",
             )
 
     def _vectors_of(self, item_ids: Sequence[str], what: str) -> list[Stored]:
@@ -320,11 +327,11 @@ class Recommender:
                         f"{self.model.model_version}",
                         reason="MODEL_VERSION_MISMATCH",
                     )
-                self._check_dim(
+                self._check_vector(
                     entry.image_vector, self.model.image_dimension, "image_embedding", item_id
                 )
                 if entry.caption_vector:
-                    self._check_dim(
+                    self._check_vector(
                         entry.caption_vector,
                         self.model.text_dimension,
                         "caption_embedding",

@@ -325,7 +325,7 @@ async def test_bad_requests_get_the_right_status(stack, call, code, reason):
     assert err.value.details()
 
 
-async def test_vectors_of_the_wrong_dimension_or_model_are_refused(stack):
+async def test_vectors_of_the_wrong_dimension_model_or_values_are_refused(stack):
     model = stack.servicer.core.model
 
     def request(values, version):
@@ -342,6 +342,10 @@ async def test_vectors_of_the_wrong_dimension_or_model_are_refused(stack):
     for values, version, reason in (
         ([0.1] * (model.image_dimension + 3), model.model_version, "VECTOR_DIMENSION_MISMATCH"),
         ([0.1] * model.image_dimension, "some-other-model", "MODEL_VERSION_MISMATCH"),
+        # Cosine of a NaN, infinite or all-zero vector is NaN: it would poison every ranking.
+        ([float("nan")] + [0.1] * (model.image_dimension - 1), model.model_version, "BAD_VECTOR"),
+        ([float("inf")] + [0.1] * (model.image_dimension - 1), model.model_version, "BAD_VECTOR"),
+        ([0.0] * model.image_dimension, model.model_version, "BAD_VECTOR"),
     ):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stack.stub.UpsertItems(request(values, version), timeout=10)
