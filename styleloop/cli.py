@@ -239,7 +239,9 @@ def cmd_bench_encoder(args: argparse.Namespace) -> int:
 
     models_dir = args.models_dir or DEFAULT_MODELS_DIR / "offline"
     catalog = _catalog(args.catalog)
-    return bench.main(models_dir, catalog, args.requests, args.json, args.max_batch_size)
+    return bench.main(
+        models_dir, catalog, args.requests, args.json, args.max_batch_size, args.rounds
+    )
 
 
 def cmd_bench_recommender(args: argparse.Namespace) -> int:
@@ -604,6 +606,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench_encoder.add_argument(
         "--max-batch-size", type=positive, default=32, help="batch cap in batched mode (default 32)"
+    )
+    bench_encoder.add_argument(
+        "--rounds",
+        type=positive,
+        default=3,
+        help="alternate the two modes this many times; medians are shown (default 3)",
     )
     bench_encoder.add_argument("--json", type=Path, help="also write the figures as JSON")
     bench_encoder.set_defaults(func=cmd_bench_encoder)

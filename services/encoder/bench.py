@@ -4,6 +4,11 @@ Starts the encoder as a real process on 127.0.0.1 for each mode, drives it with
 concurrent gRPC clients from this process (a bounded number of requests, one image
 each), and prints images/s and latency percentiles per concurrency, then the batching
 speed-up at the highest concurrency as a ratio measured in the same run.
+
+On a shared 2-core machine one short measurement of a mode moves by tens of percent, so
+the modes alternate for several rounds (unbatched, batched, unbatched, …): the table
+shows per-level medians over the rounds, and the speed-up is the median of the per-round
+ratios, printed with its range.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class Measurement:
     p50_ms: float
     p95_ms: float
     p99_ms: float
+    round: int = 0
 
 
 def _free_port() -> int:
@@ -119,6 +125,7 @@ async def run_mode(
     concurrencies: Sequence[int],
     requests_per_level: int,
     max_batch_size: int,
+    round_number: int = 0,
 ) -> list[Measurement]:
     """Start the encoder with batching on ("batched", the shipped defaults) or off."""
     port = _free_port()
@@ -154,6 +161,7 @@ async def run_mode(
                         p50_ms=float(np.percentile(ms, 50)),
                         p95_ms=float(np.percentile(ms, 95)),
                         p99_ms=float(np.percentile(ms, 99)),
+                        round=round_number,
                     )
                 )
     finally:
@@ -182,6 +190,27 @@ def load_images(catalog: Path | None, count: int) -> list[bytes]:
     return images
 
 
+def medians(results: Sequence[Measurement]) -> list[Measurement]:
+    """One row per (modality, mode, concurrency): the median of each figure over rounds."""
+    groups: dict[tuple[str, str, int], list[Measurement]] = {}
+    for r in results:
+        groups.setdefault((r.modality, r.mode, r.concurrency), []).append(r)
+    return [
+        Measurement(
+            modality=modality,
+            mode=mode,
+            concurrency=concurrency,
+            requests=sum(r.requests for r in rows),
+            items_per_s=float(np.median([r.items_per_s for r in rows])),
+            p50_ms=float(np.median([r.p50_ms for r in rows])),
+            p95_ms=float(np.median([r.p95_ms for r in rows])),
+            p99_ms=float(np.median([r.p99_ms for r in rows])),
+            round=-1,
+        )
+        for (modality, mode, concurrency), rows in groups.items()
+    ]
+
+
 def format_table(results: Sequence[Measurement]) -> list[str]:
     lines = [
         f"{'modality':<9}{'mode':<10}{'conc':>5}{'reqs':>6}{'items/s':>9}"
@@ -195,31 +224,49 @@ def format_table(results: Sequence[Measurement]) -> list[str]:
     return lines
 
 
-def speedup(results: Sequence[Measurement], modality: str, concurrency: int) -> float:
-    rates = {
-        r.mode: r.items_per_s
-        for r in results
-        if r.concurrency == concurrency and r.modality == modality
-    }
-    return rates["batched"] / rates["unbatched"]
+def speedups(results: Sequence[Measurement], modality: str, concurrency: int) -> list[float]:
+    """Batched over unbatched items/s at ``concurrency``, one ratio per round."""
+    rates: dict[int, dict[str, float]] = {}
+    for r in results:
+        if r.concurrency == concurrency and r.modality == modality:
+            rates.setdefault(r.round, {})[r.mode] = r.items_per_s
+    return [
+        by_mode["batched"] / by_mode["unbatched"]
+        for _, by_mode in sorted(rates.items())
+        if {"batched", "unbatched"} <= set(by_mode)
+    ]
 
 
-def inference_only_ratio(models_dir: Path, onnx: str, feeds: dict[str, np.ndarray]) -> float:
-    """Items/s of ONNX Runtime calls on 32 items over calls on one item: what batching can
-    gain on this hardware before any serving overhead."""
+def inference_only_ratio(
+    models_dir: Path, onnx: str, feeds: dict[str, np.ndarray], rounds: int = 1
+) -> list[float]:
+    """Items/s of ONNX Runtime calls on 32 items over calls on one item, once per round:
+    what batching can gain on this hardware before any serving overhead."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(models_dir / onnx), providers=["CPUExecutionProvider"])
     single = {name: value[:1] for name, value in feeds.items()}
-    rates = []
-    for inputs, items in ((single, 1), (feeds, 32)):
-        session.run(None, inputs)
-        calls = 64 // items
-        started = time.perf_counter()
-        for _ in range(calls):
+    ratios = []
+    for _ in range(rounds):
+        rates = []
+        for inputs, items in ((single, 1), (feeds, 32)):
             session.run(None, inputs)
-        rates.append(calls * items / (time.perf_counter() - started))
-    return rates[1] / rates[0]
+            calls = 64 // items
+            started = time.perf_counter()
+            for _ in range(calls):
+                session.run(None, inputs)
+            rates.append(calls * items / (time.perf_counter() - started))
+        ratios.append(rates[1] / rates[0])
+    return ratios
+
+
+def _summary(ratios: Sequence[float]) -> str:
+    if len(ratios) == 1:
+        return f"{ratios[0]:.2f}x"
+    return (
+        f"{float(np.median(ratios)):.2f}x median of {len(ratios)} rounds "
+        f"({min(ratios):.2f}-{max(ratios):.2f})"
+    )
 
 
 async def benchmark(
@@ -228,13 +275,21 @@ async def benchmark(
     concurrencies: Sequence[int] = (1, 8, 32),
     requests_per_level: int = 64,
     max_batch_size: int = 32,
+    rounds: int = 3,
 ) -> list[Measurement]:
     images = load_images(catalog, 64)
     results: list[Measurement] = []
-    for mode in ("unbatched", "batched"):
-        results += await run_mode(
-            mode, models_dir, images, concurrencies, requests_per_level, max_batch_size
-        )
+    for round_number in range(rounds):
+        for mode in ("unbatched", "batched"):
+            results += await run_mode(
+                mode,
+                models_dir,
+                images,
+                concurrencies,
+                requests_per_level,
+                max_batch_size,
+                round_number,
+            )
     return results
 
 
@@ -244,6 +299,7 @@ def main(
     requests: int,
     json_out: Path | None,
     max_batch_size: int = 32,
+    rounds: int = 3,
 ) -> int:
     from styleloop.models.manifest import load_manifest
 
@@ -253,7 +309,13 @@ def main(
         return 2
     spec = manifest.encoder
     results = asyncio.run(
-        benchmark(models_dir, catalog, requests_per_level=requests, max_batch_size=max_batch_size)
+        benchmark(
+            models_dir,
+            catalog,
+            requests_per_level=requests,
+            max_batch_size=max_batch_size,
+            rounds=rounds,
+        )
     )
     height, width = spec.image.preprocessing.crop_height, spec.image.preprocessing.crop_width
     rng = np.random.default_rng(0)
@@ -262,6 +324,7 @@ def main(
             models_dir,
             spec.image.onnx,
             {"pixel_values": rng.standard_normal((32, 3, height, width), dtype=np.float32)},
+            rounds,
         ),
         "text": inference_only_ratio(
             models_dir,
@@ -270,23 +333,29 @@ def main(
                 "input_ids": rng.integers(1000, 2000, (32, 16)),
                 "attention_mask": np.ones((32, 16), np.int64),
             },
+            rounds,
         ),
     }
     out = sys.stdout
     out.write(
         f"encoder benchmark: {spec.model_id} (preset {manifest.preset}), onnxruntime, "
-        f"{os.cpu_count()} CPUs, {'catalog photos' if catalog else 'drawn images'}\n"
+        f"{os.cpu_count()} CPUs, {'catalog photos' if catalog else 'drawn images'}, "
+        f"{rounds} round(s) per mode, medians shown\n"
     )
-    for line in format_table(results):
+    for line in format_table(medians(results)):
         out.write(line + "\n")
     top = max(r.concurrency for r in results)
     for modality in ("image", "text"):
         out.write(
             f"{modality}: batching speed-up at concurrency {top}: "
-            f"{speedup(results, modality, top):.2f}x served "
-            f"(ONNX Runtime alone, batch 32 vs 1: {raw[modality]:.2f}x)\n"
+            f"{_summary(speedups(results, modality, top))} served "
+            f"(ONNX Runtime alone, batch 32 vs 1: {_summary(raw[modality])})\n"
         )
     if json_out is not None:
-        payload = {"measurements": [asdict(r) for r in results], "inference_only_ratio": raw}
+        payload = {
+            "measurements": [asdict(r) for r in results],
+            "speedups": {m: speedups(results, m, top) for m in ("image", "text")},
+            "inference_only_ratio": raw,
+        }
         json_out.write_text(json.dumps(payload, indent=2) + "\n")
     return 0
