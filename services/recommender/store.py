@@ -206,8 +206,8 @@ class EdgeStore:
 
     def _filter(self, filters: Filters) -> Any:
         q = self.q
-        # One wanted value is a MatchValue: the engine resolves it straight from the keyword
-        # index, about twice as fast as a one-element MatchAny (see the benchmark).
+        # One wanted value is a MatchValue: about twice as fast in the engine as a
+        # one-element MatchAny (100k items, category + price: 0.69 vs 1.32 ms p50).
         must: list[Any] = [
             q.FieldCondition(
                 key=name,
