@@ -24,16 +24,18 @@ class RecommenderSettings(ServiceSettings):
     max_page_size: int = Field(default=100, ge=1)
     max_upsert_items: int = Field(default=256, ge=1)
     near_duplicate_threshold: float = Field(default=0.95, gt=0, le=1)
-    hnsw_ef: int = Field(default=64, ge=1, description="Qdrant Edge search-time HNSW ef.")
+    hnsw_ef: int = Field(default=64, ge=1, description="Search-time HNSW ef (Edge and server).")
     full_scan_threshold_kb: int | None = Field(
         default=None,
         ge=1,
-        description="New Edge collections: below this many KB of matching vectors a filtered "
+        description="New collections (Edge and server): below this many KB of matching "
+        "vectors a filtered "
         "query scans them instead of walking HNSW; unset keeps Qdrant's default (10 MB).",
     )
     quantize: bool = Field(
         default=True,
-        description="int8 scalar quantization with rescoring for new Edge collections.",
+        description="int8 scalar quantization with rescoring for new collections (Edge and "
+        "server).",
     )
     reindex_on_model_change: bool = Field(
         default=True,

@@ -674,7 +674,14 @@ async def build_recommender(settings: RecommenderSettings) -> Recommender:
             else QdrantClient(path=url)
         )
         existing = [c.name for c in client.get_collections().collections]
-        items = ClientStore(client, items_name, vectors)
+        items = ClientStore(
+            client,
+            items_name,
+            vectors,
+            hnsw_ef=settings.hnsw_ef,
+            quantize=settings.quantize,
+            full_scan_threshold_kb=settings.full_scan_threshold_kb,
+        )
         users = ClientStore(
             client, users_name, {"preference": model.image_dimension}, indexed=False
         )

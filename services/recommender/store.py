@@ -23,7 +23,13 @@ ID_NAMESPACE = uuid.UUID("6f1c2d4e-8a3b-5c7d-9e0f-1a2b3c4d5e6f")
 KEYWORD_FIELDS = ("category", "article_type", "brand", "season", "colour", "usage", "gender")
 FLOAT_FIELDS = ("price",)
 BOOL_FIELDS = ("in_stock",)
+# Index and search settings both adapters give Qdrant (Edge in-process, a server in
+# production), so the local stack and production rank alike.
 DEFAULT_FULL_SCAN_THRESHOLD_KB = 10_000  # Qdrant's own default
+HNSW_M = 16
+HNSW_EF_CONSTRUCT = 100
+INT8_QUANTILE = 0.99
+OVERSAMPLING = 2.0  # int8 candidates fetched per result, then rescored on float vectors
 
 
 def floats(vector: Sequence[float]) -> list[float]:
@@ -156,7 +162,7 @@ class EdgeStore:
         # on the float vectors (see the benchmark: same recall, ~3-4x faster at 100k).
         self.params = q.SearchParams(
             hnsw_ef=hnsw_ef,
-            quantization=q.QuantizationSearchParams(rescore=True, oversampling=2.0)
+            quantization=q.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING)
             if quantize
             else None,
         )
@@ -177,15 +183,15 @@ class EdgeStore:
                     for name, size in vectors.items()
                 },
                 quantization_config=q.ScalarQuantizationConfig(
-                    type=q.ScalarType.Int8, quantile=0.99, memory=pinned
+                    type=q.ScalarType.Int8, quantile=INT8_QUANTILE, memory=pinned
                 )
                 if quantize
                 else None,
                 # Below this many KB of matching vectors a filtered query scans them
                 # instead of walking the HNSW graph (Qdrant's default: 10 MB).
                 hnsw_config=q.HnswIndexConfig(
-                    m=16,
-                    ef_construct=100,
+                    m=HNSW_M,
+                    ef_construct=HNSW_EF_CONSTRUCT,
                     full_scan_threshold=full_scan_threshold_kb or DEFAULT_FULL_SCAN_THRESHOLD_KB,
                     memory=pinned,
                 ),
@@ -376,13 +382,28 @@ class ClientStore:
     mode (``location=":memory:"`` or a path) for tests."""
 
     def __init__(
-        self, client: Any, collection: str, vectors: dict[str, int], indexed: bool = True
+        self,
+        client: Any,
+        collection: str,
+        vectors: dict[str, int],
+        indexed: bool = True,
+        hnsw_ef: int = 64,
+        quantize: bool = True,
+        full_scan_threshold_kb: int | None = None,
     ) -> None:
         from qdrant_client import models as m
 
         self.m = m
         self.client = client
         self.collection = collection
+        # The same index and search settings as EdgeStore (the client's local mode accepts
+        # and ignores them; a server applies them).
+        self.params = m.SearchParams(
+            hnsw_ef=hnsw_ef,
+            quantization=m.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING)
+            if quantize
+            else None,
+        )
         if not client.collection_exists(collection):
             client.create_collection(
                 collection,
@@ -390,6 +411,18 @@ class ClientStore:
                     name: m.VectorParams(size=size, distance=m.Distance.COSINE)
                     for name, size in vectors.items()
                 },
+                hnsw_config=m.HnswConfigDiff(
+                    m=HNSW_M,
+                    ef_construct=HNSW_EF_CONSTRUCT,
+                    full_scan_threshold=full_scan_threshold_kb or DEFAULT_FULL_SCAN_THRESHOLD_KB,
+                ),
+                quantization_config=m.ScalarQuantization(
+                    scalar=m.ScalarQuantizationConfig(
+                        type=m.ScalarType.INT8, quantile=INT8_QUANTILE, always_ram=True
+                    )
+                )
+                if quantize
+                else None,
             )
             if indexed:
                 schema = {
@@ -463,6 +496,7 @@ class ClientStore:
             limit=limit,
             offset=offset,
             with_payload=True,
+            search_params=self.params,
             **kwargs,
         )
         return [to_stored(p) for p in response.points]
@@ -483,7 +517,7 @@ class ClientStore:
         m = self.m
         flt = self._filter(filters)
         prefetch = [
-            m.Prefetch(query=floats(v), using=using, limit=depth, filter=flt)
+            m.Prefetch(query=floats(v), using=using, limit=depth, filter=flt, params=self.params)
             for using, v in queries
         ]
         return self._query(
