@@ -150,6 +150,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     except (PrepareError, HubUnavailable, CatalogError) as exc:
         sys.stderr.write(f"styleloop up: {exc}\n")
         return 2
+    except OSError as exc:  # e.g. a state folder that cannot be written
+        sys.stderr.write(f"styleloop up: {exc.filename or state_dir}: {exc.strerror}\n")
+        return 1
     for line in describe_manifest(models_dir):
         _out(line)
     image_root = catalog.source.parent if catalog.source.is_file() else catalog.source

@@ -83,3 +83,20 @@ def test_demo_catalog_into_an_unwritable_place_is_a_clear_error(
     assert code == 1
     err = capsys.readouterr().err
     assert "cannot write" in err and "Traceback" not in err
+
+
+def test_up_with_an_unwritable_state_folder_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("STYLELOOP_CATALOG", raising=False)
+    monkeypatch.setenv("STYLELOOP_DATA_DIR", str(tmp_path / "no-data"))  # nothing configured
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    models = tmp_path / "models"
+    code = cli.main(
+        ["up", "--state-dir", str(blocker / "state"), "--models-dir", str(models), "--once"]
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "Not a directory" in err and "Traceback" not in err
+    assert not models.exists()
