@@ -24,7 +24,7 @@ from services.captioner.config import CaptionerSettings
 from styleloop.models.manifest import Manifest, load_manifest
 from styleloop.runtime.batching import MicroBatcher
 from styleloop.runtime.errors import FailedPrecondition, InvalidArgument, ItemFailure
-from styleloop.runtime.inputs import InputLimits, decode_image
+from styleloop.runtime.inputs import InputLimits, check_item_count, decode_image
 
 CAPTIONS = Counter("captioner_captions_total", "Images captioned.", ["kind"])
 TOKENS = Counter("captioner_generated_tokens_total", "Caption tokens generated.", ["kind"])
@@ -87,14 +87,7 @@ class CaptionerCore:
         self._decode_pool.shutdown(wait=False, cancel_futures=True)
 
     async def caption(self, images: list[bytes], prompt: str, max_new_tokens: int) -> list[Outcome]:
-        if not images:
-            raise InvalidArgument("no images given", reason="NO_ITEMS")
-        if len(images) > self.settings.max_items_per_request:
-            raise InvalidArgument(
-                f"{len(images)} images in one request; the limit is "
-                f"{self.settings.max_items_per_request}",
-                reason="TOO_MANY_ITEMS",
-            )
+        check_item_count(len(images), self.settings.max_items_per_request, "images")
         if len(prompt) > MAX_PROMPT_CHARS:
             raise InvalidArgument(
                 f"the prompt has {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}",

@@ -26,8 +26,8 @@ from services.encoder.backends import (
 from services.encoder.config import EncoderSettings
 from styleloop.models.manifest import Manifest, load_manifest
 from styleloop.models.preprocess import preprocess_image
-from styleloop.runtime.errors import FailedPrecondition, InvalidArgument, ItemFailure
-from styleloop.runtime.inputs import InputLimits, check_text, decode_image
+from styleloop.runtime.errors import FailedPrecondition, ItemFailure
+from styleloop.runtime.inputs import InputLimits, check_item_count, check_text, decode_image
 
 EMBEDDED = Counter("encoder_embeddings_total", "Items embedded.", ["modality"])
 FAILED_ITEMS = Counter(
@@ -105,14 +105,7 @@ class Encoder:
         self._preprocess_pool.shutdown(wait=False, cancel_futures=True)
 
     def _check_count(self, count: int, what: str) -> None:
-        if count == 0:
-            raise InvalidArgument(f"no {what} given", reason="NO_ITEMS")
-        if count > self.settings.max_items_per_request:
-            raise InvalidArgument(
-                f"{count} {what} in one request; the limit is "
-                f"{self.settings.max_items_per_request}",
-                reason="TOO_MANY_ITEMS",
-            )
+        check_item_count(count, self.settings.max_items_per_request, what)
 
     def _prepare_image(self, data: bytes) -> np.ndarray | ItemFailure:
         image = decode_image(data, self.limits)

@@ -33,6 +33,7 @@ from services.recommender.store import (
     scan_all,
 )
 from styleloop.runtime.errors import FailedPrecondition, InvalidArgument, ItemFailure, NotFound
+from styleloop.runtime.inputs import check_item_count
 
 log = logging.getLogger(__name__)
 
@@ -300,14 +301,7 @@ class Recommender:
 
     async def upsert(self, inputs: list[UpsertInput]) -> list[tuple[str, str, ItemFailure | None]]:
         """Returns (item_id, outcome, failure) per input: created, updated, unchanged, failed."""
-        if not inputs:
-            raise InvalidArgument("no items given", reason="NO_ITEMS")
-        if len(inputs) > self.settings.max_upsert_items:
-            raise InvalidArgument(
-                f"{len(inputs)} items in one request; "
-                f"the limit is {self.settings.max_upsert_items}",
-                reason="TOO_MANY_ITEMS",
-            )
+        check_item_count(len(inputs), self.settings.max_upsert_items, "items")
         seen: set[str] = set()
         for entry in inputs:  # validate everything before writing anything
             item_id = str(entry.item.get("item_id", "")).strip()

@@ -1,7 +1,8 @@
 """Validation and decoding of untrusted inputs: every bad item becomes an `ItemFailure`.
 
 Nothing here raises for a bad item; the caller gets a per-item failure with a stable
-reason, and the other items of the same request go on.
+reason, and the other items of the same request go on. Only a request that is wrong as a
+whole (no items, too many) raises, through :func:`check_item_count`.
 """
 
 from __future__ import annotations
@@ -12,12 +13,22 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from styleloop.runtime.errors import ItemFailure
+from styleloop.runtime.errors import InvalidArgument, ItemFailure
 
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
 # The services' default limits (MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS), one place for all.
 DEFAULT_MAX_IMAGE_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+
+
+def check_item_count(count: int, limit: int, what: str) -> None:
+    """Refuse a request with no items or more than ``limit`` (INVALID_ARGUMENT)."""
+    if count == 0:
+        raise InvalidArgument(f"no {what} given", reason="NO_ITEMS")
+    if count > limit:
+        raise InvalidArgument(
+            f"{count} {what} in one request; the limit is {limit}", reason="TOO_MANY_ITEMS"
+        )
 
 
 @dataclass(frozen=True)
