@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from google.protobuf import text_format
 from tokenizers import Tokenizer
 from tritonclient.grpc import model_config_pb2
 
+from styleloop.models.heads import META_FILE
 from styleloop.models.manifest import Manifest
 from styleloop.models.prepare import prepare
 from styleloop.models.preprocess import preprocess_images
@@ -75,7 +77,17 @@ def run_image(offline_dir: Path, manifest: Manifest, pixels: np.ndarray) -> np.n
     return sess.run(None, {"pixel_values": pixels})[0]
 
 
-def test_manifest(manifest: Manifest):
+def served_dimension(offline_dir: Path, manifest: Manifest) -> int:
+    """What the encoder serves: the backbone's 1280-d image vectors, or the trained heads'
+    projection followed by their article-type probabilities (when trained with types)."""
+    if manifest.encoder.alignment is None:
+        return 1280
+    heads = offline_dir / manifest.encoder.alignment.heads
+    meta = json.loads((heads.parent / META_FILE).read_text(encoding="utf-8"))
+    return int(meta["dim"]) + len(meta.get("type_classes") or [])
+
+
+def test_manifest(offline_dir: Path, manifest: Manifest):
     assert manifest.preset == "offline"
     assert manifest.backbone.image.dimension == 1280
     assert manifest.backbone.text.dimension == 384
@@ -86,7 +98,9 @@ def test_manifest(manifest: Manifest):
         assert manifest.encoder == manifest.backbone and manifest.attributes is None
         assert "train align" in manifest.captioner_pending
     else:
-        assert manifest.encoder.shared_space and manifest.encoder.image.dimension == 256
+        assert manifest.encoder.shared_space
+        assert manifest.encoder.image.dimension == served_dimension(offline_dir, manifest)
+        assert manifest.encoder.text.dimension == manifest.encoder.image.dimension
         assert manifest.encoder.alignment.backbone_version == manifest.backbone.model_version
         assert manifest.attributes is not None and not manifest.captioner_pending
 
@@ -140,7 +154,7 @@ def test_efficientnet_export_matches_pytorch_and_batches(offline_dir: Path, mani
 def test_triton_configs_match_manifest(offline_dir: Path, manifest: Manifest):
     """Triton serves what the encoder serves: the backbone, or the fused graphs."""
     dim = manifest.encoder.image.dimension
-    assert dim == (1280 if manifest.encoder.alignment is None else 256)
+    assert dim == served_dimension(offline_dir, manifest)
     for tower, want_in, want_out in (
         (manifest.encoder.image, [[3, 224, 224]], [dim]),
         (manifest.encoder.text, [[-1], [-1]], [manifest.encoder.text.dimension]),
