@@ -149,6 +149,11 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     key_hashes = [bytes.fromhex(h) for h in settings.api_key_sha256]
     if settings.environment == "production" and not key_hashes:
         raise ValueError("API_KEY_SHA256 must be set in production")
+    if not key_hashes and not settings.allow_anonymous:
+        raise ValueError(
+            "no API keys: set API_KEY_SHA256 (sha256 digests of the accepted keys), or "
+            "ALLOW_ANONYMOUS=true for a local stack that accepts calls without a key"
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -159,6 +164,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             settings.spool_dir,
             settings.kafka_timeout_s,
             settings.spool_replay_interval_s,
+            settings.spool_replay_chunk,
         )
         sink.start()
         app.state.backends = Backends(

@@ -22,8 +22,12 @@ class GatewaySettings(BaseSettings):
     rpc_timeout_s: float = Field(default=10.0, gt=0, description="Deadline of every gRPC call.")
     api_key_sha256: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Comma-separated sha256 hex digests of the accepted API keys; empty "
-        "accepts anonymous calls (refused in production).",
+        description="Comma-separated sha256 hex digests of the accepted API keys.",
+    )
+    allow_anonymous: bool = Field(
+        default=False,
+        description="Accept /v1 calls without a key when no keys are configured (a local "
+        "stack only; refused in production).",
     )
     rate_limit_per_minute: float = Field(default=600, gt=0, description="Per key (or client).")
     rate_limit_burst: int = Field(default=60, ge=1)
@@ -40,6 +44,9 @@ class GatewaySettings(BaseSettings):
         description="Durable spool for feedback events while Kafka is unreachable.",
     )
     spool_replay_interval_s: float = Field(default=2.0, gt=0)
+    spool_replay_chunk: int = Field(
+        default=1000, ge=1, le=100_000, description="Spooled events sent per acknowledged chunk."
+    )
 
     @field_validator("api_key_sha256", "cors_origins", mode="before")
     @classmethod

@@ -1,20 +1,19 @@
 """Feedback events into Kafka with nothing lost.
 
 Events are produced with ``acks=all``, keyed by user id. When the broker cannot take
-them, they are appended to a durable spool (fsynced) and the caller still succeeds; a
-background task replays the spool, in order, once the broker is back. While the spool
-holds anything, new events join its end, so order per producer is kept. Delivery is
-at least once: consumers de-duplicate by ``event_id``.
+them, they are appended to a durable spool (:mod:`services.gateway.spool`, SQLite with
+every append fsynced) and the caller still succeeds; a background task replays the spool
+in bounded chunks, in order, once the broker is back, forgetting each chunk only once it
+was acknowledged. While the spool holds anything, new events join its end, so order per
+user is kept. Delivery is at least once (a crash mid-chunk re-sends that chunk):
+consumers de-duplicate by ``event_id``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
 import logging
-import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,18 +21,24 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from services.gateway.spool import Record, Spool
+
 log = logging.getLogger(__name__)
 
 PRODUCED = Counter("gateway_feedback_produced_total", "Feedback events the broker acknowledged.")
 SPOOLED = Counter("gateway_feedback_spooled_total", "Feedback events written to the spool.")
 SPOOL_DEPTH = Gauge("gateway_feedback_spool_events", "Feedback events waiting in the spool.")
 
-Record = tuple[bytes, bytes]  # (key, value)
-
 
 class FeedbackSink:
     def __init__(
-        self, bootstrap: str, topic: str, spool_dir: Path, timeout_s: float, interval_s: float
+        self,
+        bootstrap: str,
+        topic: str,
+        spool_dir: Path,
+        timeout_s: float,
+        interval_s: float,
+        chunk_size: int = 1000,
     ) -> None:
         self.bootstrap, self.topic, self.timeout_s, self.interval_s = (
             bootstrap,
@@ -41,16 +46,17 @@ class FeedbackSink:
             timeout_s,
             interval_s,
         )
-        spool_dir.mkdir(parents=True, exist_ok=True)
-        self.spool = spool_dir / "feedback.spool"
-        # The batch a replay is delivering; it comes before the spool (a crash mid-replay
-        # leaves it, and it is delivered first next time).
-        self.replaying = spool_dir / "feedback.replaying"
+        self.chunk_size = chunk_size
+        self.spool = Spool(spool_dir)
         self._producer: Any = None
-        self._lock = asyncio.Lock()  # guards the two files, never held while producing
+        # Serialises the decision "spool or produce" of concurrent publishes.
+        self._lock = asyncio.Lock()
         self._kafka = ThreadPoolExecutor(1, thread_name_prefix="kafka")
+        self._disk = ThreadPoolExecutor(1, thread_name_prefix="spool")
         self._replayer: asyncio.Task[None] | None = None
-        SPOOL_DEPTH.set(len(self._read(self.replaying)) + len(self._read(self.spool)))
+        depth = self.spool.count()
+        self._pending = depth > 0  # new events join the spool's end while it holds any
+        SPOOL_DEPTH.set(depth)
 
     # ---------------------------------------------------------------- broker side (thread)
 
@@ -108,87 +114,77 @@ class FeedbackSink:
             self._producer = None
             raise
 
-    # ---------------------------------------------------------------- spool
+    # ---------------------------------------------------------------- async API
 
-    @staticmethod
-    def _read(path: Path) -> list[Record]:
-        if not path.is_file():
-            return []
-        records = []
-        with path.open(encoding="ascii") as handle:
-            for line in handle:
-                try:
-                    entry = json.loads(line)
-                    records.append((base64.b64decode(entry["k"]), base64.b64decode(entry["v"])))
-                except (ValueError, KeyError):
-                    continue  # a line cut by a crash mid-write: it was never acknowledged
-        return records
-
-    @staticmethod
-    def _write(path: Path, records: list[Record], mode: str = "a") -> None:
-        with path.open(mode, encoding="ascii") as handle:
-            for key, value in records:
-                entry = {"k": base64.b64encode(key).decode(), "v": base64.b64encode(value).decode()}
-                handle.write(json.dumps(entry) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-
-    def _pending(self) -> bool:
-        return self.replaying.exists() or (self.spool.exists() and self.spool.stat().st_size > 0)
+    async def _spool(self, call: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._disk, call, *args)
 
     async def _append(self, records: list[Record]) -> None:
-        await asyncio.to_thread(self._write, self.spool, records)
+        await self._spool(self.spool.append, records)
         SPOOLED.inc(len(records))
         SPOOL_DEPTH.inc(len(records))
 
-    # ---------------------------------------------------------------- async API
-
     async def publish(self, records: list[Record]) -> bool:
-        """Returns True when the records went to the spool instead of the broker."""
+        """Returns True when the records went to the spool instead of the broker.
+
+        The whole decision — behind earlier spooled events, or straight to the broker and
+        spooled if it fails — happens under one lock, so two concurrent publishes can
+        never pass each other: one user's events reach Kafka in the order accepted."""
+        loop = asyncio.get_running_loop()
         async with self._lock:
-            if self._pending():  # behind earlier events: keep the order
+            if self._pending:  # behind earlier events: keep the order
                 await self._append(records)
                 return True
-        loop = asyncio.get_running_loop()
-        try:
-            # Bounded: a request never waits on the broker for long. A late success after
-            # the spool took the events only means a duplicate, which consumers drop by id.
-            await asyncio.wait_for(
-                loop.run_in_executor(self._kafka, self._produce, records), 3 * self.timeout_s
-            )
-        except Exception as exc:  # noqa: BLE001 - any broker failure: keep the events
-            log.warning("broker unavailable; spooling feedback", extra={"error": repr(exc)})
-            async with self._lock:
+            try:
+                # Bounded: a request never waits on the broker for long. A late success
+                # after the spool took the events only means a duplicate, which consumers
+                # drop by id; it still comes before anything spooled after it.
+                await asyncio.wait_for(
+                    loop.run_in_executor(self._kafka, self._produce, records), 3 * self.timeout_s
+                )
+            except Exception as exc:  # noqa: BLE001 - any broker failure: keep the events
+                log.warning("broker unavailable; spooling feedback", extra={"error": repr(exc)})
                 await self._append(records)
-            return True
+                self._pending = True
+                return True
         PRODUCED.inc(len(records))
         return False
 
     async def replay_once(self) -> int:
-        """Deliver what is spooled, in order; returns how many (0 when the broker is
-        still unreachable). New events keep joining the spool meanwhile."""
-        async with self._lock:
-            if not self.replaying.exists():
-                if not (self.spool.exists() and self.spool.stat().st_size > 0):
-                    return 0
-                os.replace(self.spool, self.replaying)  # take the batch; the spool restarts
-            records = await asyncio.to_thread(self._read, self.replaying)
+        """Deliver the oldest chunk of the spool, in order; returns how many (0 when the
+        spool is empty or the broker still unreachable). New events keep joining the
+        spool meanwhile; a chunk is forgotten only once the broker acknowledged all of it."""
+        chunk = await self._spool(self.spool.head, self.chunk_size)
+        if not chunk:
+            async with self._lock:  # nothing spooled arrived since the read: direct again
+                if not await self._spool(self.spool.head, 1):
+                    self._pending = False
+                    SPOOL_DEPTH.set(0)
+            return 0
+        records = [(e.key, e.value) for e in chunk]
         try:
             await asyncio.get_running_loop().run_in_executor(self._kafka, self._produce, records)
         except Exception:  # noqa: BLE001 - still down; try again later
             return 0
-        async with self._lock:
-            self.replaying.unlink(missing_ok=True)
-            SPOOL_DEPTH.set(len(await asyncio.to_thread(self._read, self.spool)))
+        await self._spool(self.spool.delete_through, chunk[-1].seq)
+        SPOOL_DEPTH.dec(len(records))
         PRODUCED.inc(len(records))
         log.info("spooled feedback delivered", extra={"events": len(records)})
         return len(records)
+
+    async def drain(self) -> None:
+        """Replay chunk after chunk until the spool is empty or the broker fails."""
+        while await self.replay_once():
+            pass
 
     def start(self) -> None:
         async def loop() -> None:
             while True:
                 await asyncio.sleep(self.interval_s)
-                await self.replay_once()
+                try:
+                    await self.drain()
+                except Exception as exc:  # noqa: BLE001 - the replayer must never die
+                    log.error("spool replay failed; retrying", exc_info=exc)
 
         self._replayer = asyncio.get_running_loop().create_task(loop())
 
@@ -202,3 +198,5 @@ class FeedbackSink:
                 self._kafka, lambda: producer.close(timeout=self.timeout_s)
             )
         self._kafka.shutdown(wait=False)
+        await self._spool(self.spool.close)
+        self._disk.shutdown(wait=False)

@@ -38,7 +38,8 @@ def gateway_schema(
         "gateway", "services.gateway", gw, gw,
         {"RECOMMENDER_ADDR": recommender.address, "KAFKA_BOOTSTRAP": "127.0.0.1:1",
          "KAFKA_TIMEOUT_S": "0.5", "SPOOL_DIR": str(state / "spool"),
-         "RATE_LIMIT_PER_MINUTE": "1000000", "RATE_LIMIT_BURST": "100000"},
+         "RATE_LIMIT_PER_MINUTE": "1000000", "RATE_LIMIT_BURST": "100000",
+         "ALLOW_ANONYMOUS": "true"},
         state / "gateway.log", http=True,
     )  # fmt: skip
     started = []
