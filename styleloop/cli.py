@@ -212,8 +212,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     except (StackError, IngestAborted, RuntimeError) as exc:
         sys.stderr.write(f"styleloop up: {exc}\n")
         return 1
-    except KeyboardInterrupt:
-        _out("stopped")
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP: stopped in order
+        _out(f"stopped ({exc})" if str(exc) else "stopped")
     return 0
 
 

@@ -8,14 +8,14 @@ needs reports healthy (gRPC health, the gateway's /readyz), and the catalog is i
 between the services and the gateway; a Procfile runner starts everything at once and
 knows no readiness. This module stays a thin ordered start / health wait / ordered stop.
 
-Service logs go to ``STATE_DIR/logs/<service>.log``; Ctrl-C (or ``--once``) stops every
-process it started.
+Service logs go to ``STATE_DIR/logs/<service>.log``; Ctrl-C, SIGTERM, SIGHUP (or
+``--once``) stop every process it started, in reverse order, and each of them also dies
+when ``up`` is killed outright (:mod:`styleloop.processes`).
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -27,6 +27,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from styleloop.broker import TansuBroker
+from styleloop.processes import spawn, stop, stop_on_signals
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,13 +64,14 @@ class Service:
         )
         env = {**os.environ, **self.env, **ports}
         with self.log.open("ab") as handle:
-            self.process = subprocess.Popen(
+            # Its own session (Ctrl-C reaches `up`, which stops us in order), and it dies
+            # with `up` even when `up` is killed outright.
+            self.process = spawn(
                 [sys.executable, "-m", self.module],
                 cwd=ROOT,
                 env=env,
                 stdout=handle,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches `up`, which stops us in order
             )
 
     def _http_ready(self) -> bool:
@@ -114,14 +116,7 @@ class Service:
             )
 
     def stop(self, grace_s: float = 15.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop(self.process, grace_s)
 
 
 def tail(path: Path, lines: int = 15) -> str:
@@ -199,8 +194,21 @@ def run_stack(
     ready_timeout_s: float = 300.0,
 ) -> None:
     """Start the broker, then each service in order, waiting for each; run
-    ``after_start``; then wait for Ctrl-C (or stop at once with ``once``). Everything
-    started is stopped on the way out, in reverse order."""
+    ``after_start``; then wait for Ctrl-C, SIGTERM or SIGHUP (or stop at once with
+    ``once``). Everything started is stopped on the way out, in reverse order; each
+    service also dies with this process if it is killed outright (SIGKILL)."""
+    with stop_on_signals():
+        _run_stack(services, after_start, once=once, broker=broker, ready_timeout_s=ready_timeout_s)
+
+
+def _run_stack(
+    services: list[Service],
+    after_start: Callable[[], None],
+    *,
+    once: bool,
+    broker: TansuBroker | None,
+    ready_timeout_s: float,
+) -> None:
     try:
         if broker is not None:
             broker.start()

@@ -29,6 +29,7 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from styleloop.catalog import load_products
+from styleloop.processes import spawn
 from styleloop.v1 import encoder_pb2, encoder_pb2_grpc
 
 
@@ -141,7 +142,7 @@ async def run_mode(
     }
     if mode == "unbatched":
         env["MAX_BATCH_WAIT_MS"] = "0"
-    process = subprocess.Popen([sys.executable, "-m", "services.encoder"], env=env)
+    process = spawn([sys.executable, "-m", "services.encoder"], env=env)
     address = f"127.0.0.1:{port}"
     results = []
     try:

@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2
 
+from styleloop.processes import spawn
 from styleloop.v1 import encoder_pb2, encoder_pb2_grpc
 from tests.conftest import ROOT, catalog_images, encode_png, run_failing_service
 from tests.unit.runtime.test_server import wait_for_health
 
 
 def start(env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    return spawn(
         [sys.executable, "-m", "services.encoder"],
         cwd=ROOT,
         env={**os.environ, **env},

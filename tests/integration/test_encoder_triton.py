@@ -20,6 +20,7 @@ import grpc
 import numpy as np
 import pytest
 
+from styleloop.processes import spawn
 from styleloop.v1 import encoder_pb2, encoder_pb2_grpc
 from tests.conftest import ROOT, catalog_images, encode_png, free_ports
 from tests.unit.encoder.conftest import encoder_settings, start_encoder
@@ -44,7 +45,7 @@ def models(tiny_models: Path) -> Path:
 @pytest.fixture(scope="module")
 def triton(models: Path) -> Iterator[dict]:
     grpc_port, http_port, metrics_port = free_ports(3)
-    proc = subprocess.Popen(
+    proc = spawn(
         [
             triton_python(),
             str(ROOT / "services" / "encoder" / "triton_server.py"),

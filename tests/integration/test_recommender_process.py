@@ -13,13 +13,14 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
+from styleloop.processes import spawn as spawn_process
 from styleloop.v1 import common_pb2, recommender_pb2, recommender_pb2_grpc
 from tests.conftest import ROOT, catalog_images, encode_png, free_ports, run_failing_service
 from tests.unit.runtime.test_server import wait_for_health
 
 
 def spawn(module: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    return spawn_process(
         [sys.executable, "-m", module],
         cwd=ROOT,
         env={**os.environ, **env},

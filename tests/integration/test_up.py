@@ -2,10 +2,12 @@
 catalog), then, through the gateway's HTTP API only: a photo finds its item first, a
 filtered text search, an outfit completion, feedback read back from the broker; the
 broker dies, feedback is still accepted, a broker comes back and every event arrives
-once by id; then Ctrl-C (SIGINT) leaves no process behind."""
+once by id; then Ctrl-C (SIGINT) leaves no process behind — nor do SIGTERM, SIGHUP or
+SIGKILL of `up`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -18,8 +20,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from styleloop.broker import TansuBroker
 from styleloop.catalog import read_catalog
+from styleloop.processes import spawn, stop
 from tests.conftest import ROOT, run_cli
 
 
@@ -108,26 +113,85 @@ def wait_for(predicate, timeout_s: float = 300) -> None:
     raise AssertionError("timed out")
 
 
-def test_up_runs_the_whole_stack_end_to_end(tiny_models: Path, drawn_catalog: Path, tmp_path: Path):
+def start_up(
+    tiny_models: Path, catalog: Path, tmp_path: Path, *extra: str
+) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """`styleloop up` as a process that dies with the test session; returns it, its base
+    port (gateway +3, Kafka +4) and the file its output goes to, once it is running."""
     base = free_block()
-    gateway_port, kafka_port = base + 3, base + 4
     args = ["up", "--preset", "tiny", "--models-dir", str(tiny_models)]
-    args += ["--catalog", str(drawn_catalog), "--state-dir", str(tmp_path / "stack")]
-    args += ["--base-port", str(base), "--gateway-port", str(gateway_port)]
-    args += ["--kafka-port", str(kafka_port), "--no-progress", "--query", "red t-shirt"]
-    log = (tmp_path / "up.out").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "styleloop.cli", *args],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    args += ["--catalog", str(catalog), "--state-dir", str(tmp_path / "stack")]
+    args += ["--base-port", str(base), "--gateway-port", str(base + 3)]
+    args += ["--kafka-port", str(base + 4), "--no-progress", *extra]
     out = tmp_path / "up.out"
-    replacement: TansuBroker | None = None
+    with out.open("w") as log:
+        proc = spawn(
+            [sys.executable, "-m", "styleloop.cli", *args],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_for(lambda: "Running on 127.0.0.1" in out.read_text() or proc.poll() is not None)
+        assert proc.poll() is None, out.read_text()
+    except BaseException:
+        stop(proc, 60)
+        raise
+    return proc, base, out
+
+
+def children(pid: int) -> list[int]:
+    """Live (not zombie) processes whose parent is ``pid``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z" and int(fields[1]) == pid:
+                found.append(int(proc.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL])
+def test_up_leaves_nothing_running_when_signalled(
+    tiny_models: Path, drawn_catalog: Path, tmp_path: Path, signum: int
+):
+    """A process manager's SIGTERM, a closed terminal's SIGHUP, or SIGKILL of `up`: no
+    service, no broker and no listening port is left behind."""
+    proc, base, out = start_up(tiny_models, drawn_catalog, tmp_path, "--limit", "4")
+    started = children(proc.pid)
+    try:
+        assert len(started) == 5, started  # broker, encoder, captioner, recommender, gateway
+        proc.send_signal(signum)
+        proc.wait(60)
+        wait_for(lambda: not any(alive(pid) for pid in started), 60)
+    finally:
+        stop(proc, 60)
+        for pid in started:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    if signum != signal.SIGKILL:
+        assert proc.returncode == 0 and "stopped (" in out.read_text(), out.read_text()
+    ports = (base, base + 1, base + 2, base + 3, base + 4, base + 100, base + 101, base + 102)
+    assert all(nobody_listens(p) for p in ports), out.read_text()
+
+
+def test_up_runs_the_whole_stack_end_to_end(tiny_models: Path, drawn_catalog: Path, tmp_path: Path):
+    proc, base, out = start_up(tiny_models, drawn_catalog, tmp_path, "--query", "red t-shirt")
+    gateway_port, kafka_port = base + 3, base + 4
+    replacement: TansuBroker | None = None
+    try:
         text = out.read_text()
-        assert proc.poll() is None, text
         assert "80 items in the recommender (80 new this run)" in text
         url = f"http://127.0.0.1:{gateway_port}"
         assert f"Gateway: {url}" in text and "curl" in text
@@ -200,7 +264,7 @@ def test_up_runs_the_whole_stack_end_to_end(tiny_models: Path, drawn_catalog: Pa
             replacement.stop()
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         proc.wait(60)
-        log.close()
+        stop(proc, 60)  # only if Ctrl-C did not stop it
     ports = (base, base + 1, base + 2, gateway_port, kafka_port)
     assert all(nobody_listens(p) for p in ports), out.read_text()  # nothing left behind
     for name in ("encoder", "captioner", "recommender", "gateway"):

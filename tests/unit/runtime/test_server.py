@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 from grpc_status import rpc_status
 
+from styleloop.processes import spawn
 from styleloop.runtime.logging import configure
 from styleloop.runtime.server import GrpcServer
 from styleloop.runtime.settings import ServiceSettings
@@ -184,7 +185,7 @@ def test_sigterm_lets_in_flight_rpc_finish_then_stops(free_port):
         "METRICS_PORT": "-1",
         "SHUTDOWN_GRACE_S": "10",
     }
-    proc = subprocess.Popen(
+    proc = spawn(
         [sys.executable, "-m", "tests.support.probe_service"],
         cwd=ROOT,
         env=env,
@@ -221,7 +222,7 @@ def test_new_rpcs_are_refused_during_shutdown(free_port):
         "METRICS_PORT": "-1",
         "SHUTDOWN_GRACE_S": "10",
     }
-    proc = subprocess.Popen(
+    proc = spawn(
         [sys.executable, "-m", "tests.support.probe_service"],
         cwd=ROOT,
         env=env,

@@ -1,0 +1,87 @@
+"""Child processes that never outlive whoever started them.
+
+:func:`spawn` starts a process in its own session (a Ctrl-C in the terminal reaches only
+the parent, which stops its children in order) and asks the kernel to send it SIGTERM
+when the parent dies, however it dies — SIGKILL included (Linux ``PR_SET_PDEATHSIG``).
+:func:`stop` ends one politely, then firmly. :func:`stop_on_signals` turns SIGTERM and
+SIGHUP into :class:`Terminated` (a ``KeyboardInterrupt``), so the ``finally`` blocks that
+stop children on Ctrl-C run for a process manager's SIGTERM and a closed terminal too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+PR_SET_PDEATHSIG = 1
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived; handled like Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _die_with_parent(parent: int) -> None:
+    """Runs in the child between fork and exec."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def spawn(args: Sequence[str], **popen: Any) -> subprocess.Popen[Any]:
+    """``subprocess.Popen`` in a new session, terminated when this process dies.
+
+    The kernel ties the death signal to the *thread* that forks: call this from a thread
+    that lives as long as the child should (the main thread, in practice)."""
+    parent = os.getpid()
+    return subprocess.Popen(
+        list(args),
+        start_new_session=True,
+        preexec_fn=lambda: _die_with_parent(parent),
+        **popen,
+    )
+
+
+def stop(process: subprocess.Popen[Any] | None, grace_s: float = 15.0) -> None:
+    """SIGTERM, up to ``grace_s`` to exit, then SIGKILL; always reaped."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextlib.contextmanager
+def stop_on_signals(*signums: int) -> Iterator[None]:
+    """Inside the block, the first SIGTERM/SIGHUP (or the given signals) raises
+    :class:`Terminated` in the main thread; later ones are ignored, so a second signal
+    cannot cut the ordered stop short. The previous handlers come back afterwards."""
+    wanted = signums or (signal.SIGTERM, signal.SIGHUP)
+    received: list[int] = []
+
+    def handler(signum: int, _frame: object) -> None:
+        if received:
+            return
+        received.append(signum)
+        raise Terminated(signum)
+
+    previous = {s: signal.signal(s, handler) for s in wanted}
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
