@@ -24,6 +24,12 @@ class RecommenderSettings(ServiceSettings):
     max_page_size: int = Field(default=100, ge=1)
     max_upsert_items: int = Field(default=256, ge=1)
     near_duplicate_threshold: float = Field(default=0.95, gt=0, le=1)
+    max_user_items: int = Field(
+        default=1000, ge=1, description="Newest likes, rejections and purchases kept per user."
+    )
+    max_query_examples: int = Field(
+        default=64, ge=1, description="Newest likes and rejections a recommendation query uses."
+    )
     hnsw_ef: int = Field(default=64, ge=1, description="Search-time HNSW ef (Edge and server).")
     full_scan_threshold_kb: int | None = Field(
         default=None,

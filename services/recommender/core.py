@@ -10,6 +10,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import heapq
 import json
 import logging
 import re
@@ -192,10 +193,32 @@ def check_filters(filters: Filters) -> Filters:
     return filters
 
 
-def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
-    va, vb = np.asarray(a, np.float32), np.asarray(b, np.float32)
-    denominator = float(np.linalg.norm(va) * np.linalg.norm(vb)) or 1.0
-    return float(va @ vb) / denominator
+def _unit_rows(vectors: Sequence[Sequence[float]], dimension: int) -> np.ndarray:
+    rows = np.asarray(vectors, np.float32).reshape(len(vectors), dimension)
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return rows / np.where(norms == 0, 1.0, norms)
+
+
+def not_near_duplicates(
+    candidates: list[Stored], negatives: Sequence[Sequence[float]], threshold: float
+) -> list[Stored]:
+    """The candidates whose image vector has cosine below ``threshold`` with every
+    negative: one matrix product, not a Python loop over candidates x negatives."""
+    if not negatives or not candidates:
+        return candidates
+    dimension = len(negatives[0])
+    has = [len(c.vectors.get("image", ())) == dimension for c in candidates]
+    with_vectors = [c.vectors["image"] for c, h in zip(candidates, has, strict=True) if h]
+    if not with_vectors:
+        return candidates
+    similarity = _unit_rows(with_vectors, dimension) @ _unit_rows(negatives, dimension).T
+    close = iter(similarity.max(axis=1) >= threshold)
+    return [c for c, h in zip(candidates, has, strict=True) if not (h and next(close))]
+
+
+def newest(times: dict[str, float], count: int) -> list[str]:
+    """The ``count`` ids with the latest times, newest first."""
+    return [i for i, _ in heapq.nlargest(count, times.items(), key=lambda kv: kv[1])]
 
 
 class Recommender:
@@ -545,6 +568,9 @@ class Recommender:
                 state["reject"].pop(item_id, None)
             if kind == "reject":
                 state["like"].pop(item_id, None)
+            # A user's lists are bounded: the newest ones are kept.
+            kept = self.settings.max_user_items
+            state[kind] = {i: state[kind][i] for i in newest(state[kind], kept)}
         if event_id:
             state["events"] = [*state["events"], event_id][-1000:]
         self._timed("upsert", self.users.upsert, [Stored(user_id, state, {})])
@@ -572,9 +598,15 @@ class Recommender:
         limit, offset = self.paging.parse(size, token)
         state = self._user(user_id)
         filters = check_filters(filters)
-        positives = list(dict.fromkeys([*state["like"], *positive_ids]))
-        negatives = list(dict.fromkeys([*state["reject"], *negative_ids]))
-        known = self._timed("retrieve", self.items.get, positives + negatives, True)
+        # The query's examples are bounded: the newest likes and rejections (explicit ones
+        # first); every stored rejection is still excluded by id below.
+        most = self.settings.max_query_examples
+        positives = list(dict.fromkeys([*positive_ids, *newest(state["like"], most)]))[:most]
+        negatives = list(dict.fromkeys([*negative_ids, *newest(state["reject"], most)]))[:most]
+        rejected = list(dict.fromkeys([*negatives, *state["reject"]]))  # all, bounded
+        known = self._timed(
+            "retrieve", self.items.get, list(dict.fromkeys(positives + rejected)), True
+        )
         vectors = {s.key: s.vectors["image"] for s in known}
         missing = sorted(set(positive_ids + negative_ids) - set(vectors))
         if missing:
@@ -609,15 +641,10 @@ class Recommender:
             )
         else:
             candidates = self._timed("scroll", self.items.page, filters, depth, None)[0]
-        threshold = self.settings.near_duplicate_threshold
-        kept = (
-            [
-                c
-                for c in candidates
-                if not any(_cosine(c.vectors.get("image", []), v) >= threshold for v in neg)
-            ]
-            if neg
-            else candidates
+        kept = not_near_duplicates(
+            candidates,
+            [vectors[i] for i in rejected if i in vectors],
+            self.settings.near_duplicate_threshold,
         )
         rows = kept[offset : offset + limit + 1]
         return self._page("GetRecommendations", rows, limit, offset)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
@@ -180,7 +181,9 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServiceServicer):
         )
 
     async def GetRecommendations(self, request, context):  # type: ignore[no-untyped-def] # noqa: N802
-        page = self.core.recommendations(
+        # Off the event loop: health checks and other RPCs go on while it ranks.
+        page = await asyncio.to_thread(
+            self.core.recommendations,
             request.user_id,
             list(request.positive_item_ids),
             list(request.negative_item_ids),

@@ -363,3 +363,67 @@ async def test_encoder_down_is_unavailable_not_a_hang(stack):
         )
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert error_reason(err.value) == "ENCODER_UNAVAILABLE"
+
+
+def test_the_near_duplicate_filter_is_the_cosine_rule_vectorised():
+    from services.recommender.core import not_near_duplicates
+    from services.recommender.store import Stored
+
+    rng = np.random.default_rng(3)
+    negatives = rng.normal(size=(40, 16)).astype(np.float32)
+    close = negatives[:5] + rng.normal(scale=0.01, size=(5, 16))
+    vectors = np.vstack([rng.normal(size=(200, 16)), close])
+    candidates = [Stored(f"c{i}", {}, {"image": v.tolist()}, 0.0) for i, v in enumerate(vectors)]
+    candidates.append(Stored("no-vector", {}, {}, 0.0))
+
+    def cosine(a, b):
+        return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+    expected = [
+        c.key
+        for c in candidates
+        if not c.vectors or all(cosine(np.array(c.vectors["image"]), n) < 0.95 for n in negatives)
+    ]
+    kept = [c.key for c in not_near_duplicates(candidates, negatives.tolist(), 0.95)]
+    assert kept == expected
+    assert {f"c{i}" for i in range(200, 205)}.isdisjoint(kept)  # the five near-duplicates
+    assert not_near_duplicates(candidates, [], 0.95) == candidates
+
+
+async def test_hundreds_of_rejections_are_all_honoured_and_the_lists_are_bounded(stack):
+    """300 rejections: none of them, and no near-duplicate of even the oldest, comes back;
+    the query uses only the newest examples; a user's lists keep the newest entries."""
+    dim = stack.servicer.core.model.image_dimension
+    rng = np.random.default_rng(11)
+    vectors = rng.normal(size=(400, dim))
+    items = {f"r{i}": ("Topwear", unit(*vectors[i], dim=dim)) for i in range(300)}
+    items |= {f"x{i}": ("Topwear", unit(*vectors[i], dim=dim)) for i in range(300, 400)}
+    # Near-duplicates of the ten oldest rejections (far beyond the query's 64 examples).
+    items |= {
+        f"dup{i}": ("Topwear", unit(*(vectors[i] + rng.normal(scale=0.02, size=dim)), dim=dim))
+        for i in range(10)
+    }
+    names = list(items)
+    for start in range(0, len(names), 200):
+        await put_vectors(stack, {n: items[n] for n in names[start : start + 200]})
+    for i in range(300):
+        request = recommender_pb2.RecordInteractionRequest(
+            user_id="picky", item_id=f"r{i}", kind=common_pb2.INTERACTION_KIND_REJECT
+        )
+        request.event_time.FromSeconds(1_700_000_000 + i)
+        await stack.stub.RecordInteraction(request, timeout=10)
+    page = await stack.stub.GetRecommendations(
+        recommender_pb2.GetRecommendationsRequest(user_id="picky", page_size=100), timeout=30
+    )
+    ids = [r.item.item_id for r in page.results]
+    assert len(ids) == 100 and all(i.startswith("x") for i in ids), ids
+
+    stack.servicer.core.settings.max_user_items = 50
+    request = recommender_pb2.RecordInteractionRequest(
+        user_id="picky", item_id="x300", kind=common_pb2.INTERACTION_KIND_REJECT
+    )
+    request.event_time.FromSeconds(1_800_000_000)
+    await stack.stub.RecordInteraction(request, timeout=10)
+    state = await stack.stub.GetUserState(recommender_pb2.GetUserStateRequest(user_id="picky"))
+    kept = [i.item_id for i in state.rejected_items]
+    assert kept == ["x300", *[f"r{i}" for i in range(299, 250, -1)]]
