@@ -2,7 +2,9 @@
 
 Concurrent callers submit items; a worker gathers them until ``max_batch_size`` items
 are waiting or the oldest has waited ``max_wait_s``, runs the batch once in a worker
-thread, and hands each caller exactly its own rows. The queue is bounded: past
+thread, and hands each caller exactly its own rows; a batch that fails (or whose runner
+returns the wrong number of rows) fails only its own callers, and the worker goes on. The
+queue is bounded: past
 ``max_queue_items`` waiting items a submission is refused at once (RESOURCE_EXHAUSTED)
 instead of growing without limit.
 """
@@ -177,6 +179,8 @@ class MicroBatcher(Generic[In, Out]):
                 rows = await loop.run_in_executor(
                     self._executor, self.run_batch, [p.item for p in batch]
                 )
+                if len(rows) != len(batch):
+                    raise RuntimeError(f"the runner gave {len(rows)} rows for {len(batch)} items")
             except Exception as exc:  # noqa: BLE001 - every caller of the batch is told
                 log.error(
                     "inference failed",
@@ -190,6 +194,6 @@ class MicroBatcher(Generic[In, Out]):
                         )
                 continue
             self.metrics.inference.labels(self.modality).observe(time.perf_counter() - started)
-            for pending, row in zip(batch, rows, strict=True):
+            for pending, row in zip(batch, rows, strict=True):  # lengths checked above
                 if not pending.future.done():
                     pending.future.set_result(row)

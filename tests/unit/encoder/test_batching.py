@@ -121,3 +121,24 @@ async def test_a_failing_batch_fails_its_callers_and_the_batcher_goes_on():
         assert len(await batcher.submit([1, 2])) == 2
     finally:
         await batcher.stop()
+
+
+async def test_a_runner_giving_the_wrong_number_of_rows_fails_that_batch_only():
+    calls: list[list[int]] = []
+    good = recording_runner(calls)
+
+    def runner(items: list[int]) -> np.ndarray:
+        rows = good(items)
+        return rows[:-1] if 13 in items else rows  # one row short for the batch with 13
+
+    batcher = MicroBatcher(
+        "encoder", "test", runner, max_batch_size=4, max_wait_s=0.001, max_queue_items=100
+    )
+    batcher.start()
+    try:
+        with pytest.raises(Unavailable):
+            await asyncio.wait_for(batcher.submit([13]), 5)
+        later = await asyncio.wait_for(batcher.submit([2, 3]), 5)  # the worker lives on
+    finally:
+        await batcher.stop()
+    assert [int(r[0]) for r in later] == [2, 3]
