@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from styleloop.runtime.inputs import DEFAULT_MAX_IMAGE_BYTES
 from styleloop.v1 import common_pb2
 
 # The recommender Item's text fields a catalog row may fill (ids and image are apart).
@@ -104,11 +105,17 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def inside(path: Path, folder: Path) -> bool:
+    """``path`` (symbolic links followed) lies in ``folder``."""
+    return path.resolve().is_relative_to(folder.resolve())
+
+
 class _Builder:
     """Validates raw rows into a :class:`Catalog`."""
 
-    def __init__(self, layout: str, source: Path) -> None:
+    def __init__(self, layout: str, source: Path, allow_outside_images: bool = False) -> None:
         self.catalog = Catalog(layout, source)
+        self.allow_outside_images = allow_outside_images
         self._seen: dict[str, str] = {}
 
     def problem(self, row: int, item_id: str, reason: str, message: str) -> None:
@@ -130,8 +137,26 @@ class _Builder:
             )
             return
         image = base / image_value
+        if not self.allow_outside_images and not inside(image, base):
+            self.problem(
+                row,
+                item_id,
+                "IMAGE_OUTSIDE_CATALOG",
+                f"{image_value}: the image must lie in the catalog's folder {base} "
+                "(--allow-outside-images reads it anyway)",
+            )
+            return
         if not image.is_file():
             self.problem(row, item_id, "IMAGE_NOT_FOUND", f"no image file at {image}")
+            return
+        size = image.stat().st_size
+        if size > DEFAULT_MAX_IMAGE_BYTES:
+            self.problem(
+                row,
+                item_id,
+                "IMAGE_TOO_LARGE",
+                f"{image} is {size} bytes; the limit is {DEFAULT_MAX_IMAGE_BYTES}",
+            )
             return
         price_value = fields.pop("price", "")
         price = 0.0
@@ -200,9 +225,9 @@ def _csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
             yield reader.line_num, record
 
 
-def read_rows(path: Path, layout: str = "rows") -> Catalog:
+def read_rows(path: Path, layout: str = "rows", allow_outside_images: bool = False) -> Catalog:
     """A JSONL or CSV file of items; image paths are relative to the file's folder."""
-    builder = _Builder(layout, path)
+    builder = _Builder(layout, path, allow_outside_images)
     rows = _csv(path) if path.suffix.lower() == ".csv" else _jsonl(path)
     for number, raw in rows:
         if isinstance(raw, str):
@@ -212,9 +237,9 @@ def read_rows(path: Path, layout: str = "rows") -> Catalog:
     return builder.catalog
 
 
-def read_kaggle(folder: Path) -> Catalog:
+def read_kaggle(folder: Path, allow_outside_images: bool = False) -> Catalog:
     """``styles.csv`` + ``images/<id>.jpg`` (the Kaggle Fashion Product Images layout)."""
-    builder = _Builder("kaggle-fashion-product-images", folder)
+    builder = _Builder("kaggle-fashion-product-images", folder, allow_outside_images)
     for number, raw in _csv(folder / "styles.csv"):
         if isinstance(raw, str):
             builder.problem(number, "", "BAD_ROW", raw)
@@ -226,10 +251,10 @@ def read_kaggle(folder: Path) -> Catalog:
     return builder.catalog
 
 
-def read_polyvore(folder: Path) -> Catalog:
+def read_polyvore(folder: Path, allow_outside_images: bool = False) -> Catalog:
     """Polyvore Outfits: item metadata, outfit files and ``images/<item_id>.jpg``. Each
     item carries the outfits it belongs to as its ``outfit_ids`` attribute."""
-    builder = _Builder("polyvore-outfits", folder)
+    builder = _Builder("polyvore-outfits", folder, allow_outside_images)
     outfits: dict[str, Outfit] = {}
     for path in sorted(folder.glob("*/*.json")) + sorted(folder.glob("*.json")):
         if path.name not in ("train.json", "valid.json", "test.json"):
@@ -258,10 +283,10 @@ def read_polyvore(folder: Path) -> Catalog:
     return builder.catalog
 
 
-def read_polyvore_mcn(folder: Path) -> Catalog:
+def read_polyvore_mcn(folder: Path, allow_outside_images: bool = False) -> Catalog:
     """Polyvore as fashion_compatibility_mcn prepares it: ``*_outfits.json`` mapping outfit →
     slot → ``{index, name}``, images at ``images/<outfit_id>/<index>.jpg``."""
-    builder = _Builder("polyvore-mcn", folder)
+    builder = _Builder("polyvore-mcn", folder, allow_outside_images)
     number = 0
     for path in sorted(folder.glob("*outfits.json")):
         for outfit_id, slots in json.loads(path.read_text(encoding="utf-8")).items():
@@ -282,24 +307,29 @@ def read_polyvore_mcn(folder: Path) -> Catalog:
     return builder.catalog
 
 
-def read_catalog(path: Path) -> Catalog:
-    """Read any supported layout; :class:`CatalogError` when ``path`` is none of them."""
+def read_catalog(path: Path, allow_outside_images: bool = False) -> Catalog:
+    """Read any supported layout; :class:`CatalogError` when ``path`` is none of them.
+
+    Image paths that lead out of the catalog's folder (``../``, absolute paths, links)
+    are bad rows unless ``allow_outside_images``; images over the services' byte limit
+    are bad rows without being read."""
+    outside = allow_outside_images
     if path.is_file():
         if path.suffix.lower() in (".jsonl", ".csv", ".json"):
-            return read_rows(path)
+            return read_rows(path, allow_outside_images=outside)
         raise CatalogError(f"{path}: expected a .jsonl or .csv file")
     if not path.is_dir():
         raise CatalogError(f"{path} does not exist")
     for folder in (path, path / "fashion-product-images"):
         for name in ("products.jsonl", "products.csv"):
             if (folder / name).is_file():
-                return read_rows(folder / name, "products")
+                return read_rows(folder / name, "products", outside)
     if (path / "styles.csv").is_file():
-        return read_kaggle(path)
+        return read_kaggle(path, outside)
     if (path / "polyvore_item_metadata.json").is_file():
-        return read_polyvore(path)
+        return read_polyvore(path, outside)
     if any(path.glob("*outfits.json")):
-        return read_polyvore_mcn(path)
+        return read_polyvore_mcn(path, outside)
     raise CatalogError(
         f"{path} holds no catalog StyleLoop reads: products.jsonl/.csv, styles.csv + images/ "
         "(Kaggle), polyvore_item_metadata.json (Polyvore Outfits) or *_outfits.json"

@@ -375,7 +375,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         sys.stderr.write(f"styleloop ingest: {first['loc'][0]}: {first['msg']}\n")
         return 2
     try:
-        catalog = read_catalog(catalog_path)
+        catalog = read_catalog(catalog_path, allow_outside_images=args.allow_outside_images)
     except (CatalogError, OSError, ValueError) as exc:
         sys.stderr.write(f"styleloop ingest: {exc}\n")
         return 2
@@ -516,6 +516,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--state", type=Path, help="journal file (default: .styleloop/ingest/<catalog>.jsonl)"
     )
     ingest.add_argument("--fresh", action="store_true", help="forget the journal; start over")
+    ingest.add_argument(
+        "--allow-outside-images",
+        action="store_true",
+        help="read image paths that lead out of the catalog's folder (refused by default)",
+    )
     ingest.add_argument("--report", type=Path, help="write a JSON report here")
     ingest.add_argument(
         "--dry-run", action="store_true", help="validate rows and images; write nothing"

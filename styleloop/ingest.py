@@ -64,8 +64,31 @@ class IngestSettings(BaseSettings):
     recommender_addr: str = "127.0.0.1:50052"
     captioner_addr: str = "127.0.0.1:50053"
     ingest_batch_size: int = Field(default=32, ge=1, le=256)
+    ingest_batch_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="Image bytes per request at most (the services take 32 MiB messages).",
+    )
     ingest_concurrency: int = Field(default=2, ge=1, le=16)
     ingest_timeout_s: float = Field(default=120.0, gt=0)
+
+
+def split_batches(rows: list[CatalogRow], most: int, most_bytes: int) -> list[list[CatalogRow]]:
+    """Consecutive batches of at most ``most`` rows and ``most_bytes`` image bytes (a row
+    larger than that alone is a batch of its own: the services judge it)."""
+    batches: list[list[CatalogRow]] = []
+    current: list[CatalogRow] = []
+    size = 0
+    for row in rows:
+        row_bytes = row.image.stat().st_size
+        if current and (len(current) == most or size + row_bytes > most_bytes):
+            batches.append(current)
+            current, size = [], 0
+        current.append(row)
+        size += row_bytes
+    if current:
+        batches.append(current)
+    return batches
 
 
 class IngestAborted(RuntimeError):
@@ -186,11 +209,12 @@ class Ingestor:
             try:
                 return await method(request, timeout=self.settings.ingest_timeout_s)
             except grpc.aio.AioRpcError as exc:
+                # RESOURCE_EXHAUSTED is an overload (a full queue, with the service's own
+                # reason) or a message over the size limit (none): only the first passes.
                 transient = exc.code() in (
                     grpc.StatusCode.UNAVAILABLE,
                     grpc.StatusCode.DEADLINE_EXCEEDED,
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                )
+                ) or (exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and status_reason(exc))
                 if not transient:
                     raise
                 if attempt == RETRIES - 1:
@@ -247,7 +271,21 @@ class Ingestor:
 
     async def batch(self, rows: list[CatalogRow]) -> None:
         images = [row.image.read_bytes() for row in rows]
-        captions = await self._captions(rows, images)
+        try:
+            captions = await self._captions(rows, images)
+        except grpc.aio.AioRpcError as exc:  # the whole request refused
+            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and len(rows) > 1:
+                half = len(rows) // 2
+                await self.batch(rows[:half])
+                await self.batch(rows[half:])
+                return
+            for row in rows:
+                self.report.fail(
+                    row.row, row.item["item_id"], status_reason(exc) or exc.code().name,
+                    str(exc.details()),
+                )  # fmt: skip
+            self.bar.update(len(rows))
+            return
         upserts, kept = [], []
         for row, image, caption in zip(rows, images, captions, strict=True):
             if isinstance(caption, ItemFailure):
@@ -268,6 +306,11 @@ class Ingestor:
                     recommender_pb2.UpsertItemsRequest(items=upserts),
                 )
             except grpc.aio.AioRpcError as exc:  # the whole batch refused
+                if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and len(rows) > 1:
+                    half = len(rows) // 2  # too large after all: each half on its own
+                    await self.batch(rows[:half])
+                    await self.batch(rows[half:])
+                    return
                 for row in kept:
                     self.report.fail(
                         row.row,
@@ -292,8 +335,9 @@ class Ingestor:
         self.bar.update(len(rows))
 
     async def run(self, rows: list[CatalogRow]) -> None:
-        size = self.settings.ingest_batch_size
-        batches = [rows[i : i + size] for i in range(0, len(rows), size)]
+        batches = split_batches(
+            rows, self.settings.ingest_batch_size, self.settings.ingest_batch_bytes
+        )
         queue: asyncio.Queue[list[CatalogRow]] = asyncio.Queue()
         for batch in batches:
             queue.put_nowait(batch)

@@ -33,8 +33,9 @@ from services.recommender.store import (
     VectorStore,
     scan_all,
 )
+from styleloop.catalog import inside
 from styleloop.runtime.errors import FailedPrecondition, InvalidArgument, ItemFailure, NotFound
-from styleloop.runtime.inputs import check_item_count
+from styleloop.runtime.inputs import DEFAULT_MAX_IMAGE_BYTES, check_item_count
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +92,12 @@ class ReindexReport:
 
 
 def resolve_image(uri: str, root: Path | None) -> Path | None:
-    """A local file for an item's ``image_uri`` (absolute, or relative to ``root``)."""
-    if not uri or "://" in uri:
+    """The local file of an item's ``image_uri``, relative to ``root`` (IMAGE_ROOT); a
+    path that leads out of ``root`` (``../``, an absolute path elsewhere, a link) is none."""
+    if not uri or "://" in uri or root is None:
         return None
-    path = Path(uri)
-    if not path.is_absolute() and root is not None:
-        path = root / path
-    return path if path.is_file() else None
+    path = root / uri
+    return path if inside(path, root) and path.is_file() else None
 
 
 @dataclass
@@ -263,6 +263,9 @@ class Recommender:
                 path = resolve_image(str(item.get("image_uri") or ""), self.settings.image_root)
                 if path is None:
                     report.failures.append((row.key, "IMAGE_NOT_FOUND"))
+                    continue
+                if path.stat().st_size > DEFAULT_MAX_IMAGE_BYTES:  # never read whole
+                    report.failures.append((row.key, "IMAGE_TOO_LARGE"))
                     continue
                 inputs.append(UpsertInput(item=item, image=path.read_bytes()))
             if inputs:

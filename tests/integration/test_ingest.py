@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -84,7 +85,8 @@ def catalog(tmp_path: Path) -> Path:
         with (source / "products.jsonl").open(encoding="utf-8") as handle:
             for line in handle:
                 row = json.loads(line)
-                row["image"] = str(source / row["image"])
+                (folder / row["image"]).parent.mkdir(exist_ok=True)
+                shutil.copyfile(source / row["image"], folder / row["image"])
                 row["price"] = 19.99
                 rows.append(row)
                 if len(rows) == VALID:
@@ -103,6 +105,7 @@ def catalog(tmp_path: Path) -> Path:
         {**rows[1], "title": "same id, other content"},  # row 204
         dict(rows[2]),  # row 205: an exact duplicate, skipped quietly
         {"id": "bad-corrupt", "image": "corrupt.jpg", "title": "corrupt"},  # row 206
+        {"id": "bad-escape", "image": "../../../../etc/passwd"},  # row 207
     ]
     (folder / "products.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows + bad))
     return folder
@@ -167,6 +170,7 @@ async def test_ingest_reports_bad_rows_and_is_idempotent(
         (203, "BAD_PRICE"),
         (204, "DUPLICATE_ID"),
         (206, "IMAGE_UNREADABLE"),
+        (207, "IMAGE_OUTSIDE_CATALOG"),
     }
     assert first["created"] == VALID and first["duplicates"] == 1
     assert first["captioned"] == VALID  # the sample rows give no caption
@@ -223,6 +227,28 @@ async def test_a_killed_ingest_resumes_without_duplicates_or_recaptioning(
     )
     ids = await all_item_ids(services.stub)
     assert len(ids) == len(set(ids)) == VALID
+
+
+async def test_large_photos_are_sent_in_batches_that_fit_the_message_limit(
+    services: Services, tmp_path: Path
+):
+    """Six ~6 MB photos are over the services' 32 MiB message limit together; the batches
+    are split by bytes, so all six are stored on the first run."""
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "large"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(6):
+        noise = rng.integers(0, 256, size=(1400, 1400, 3), dtype=np.uint8)
+        Image.fromarray(noise).save(folder / f"{i}.png", compress_level=0)
+        rows.append({"id": f"large-{i}", "image": f"{i}.png", "title": f"large photo {i}"})
+    assert sum((folder / f"{i}.png").stat().st_size for i in range(6)) > 32 * 1024 * 1024
+    (folder / "products.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = await ingest(services, folder, tmp_path / "state.jsonl")
+    assert report["failed"] == [] and report["created"] == 6, report
 
 
 def test_dry_run_validates_without_services(catalog: Path, tmp_path: Path):

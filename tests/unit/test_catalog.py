@@ -45,6 +45,37 @@ def test_csv_rows_map_fields_and_report_bad_rows(tmp_path: Path):
     assert problems == [(3, "BAD_PRICE"), (4, "MISSING_ID"), (5, "IMAGE_NOT_FOUND"), (6, "BAD_ROW")]
 
 
+def test_images_outside_the_catalog_or_over_the_limit_are_bad_rows_never_read(
+    tmp_path: Path,
+):
+    folder = tmp_path / "catalog"
+    photo(folder / "ok.jpg")
+    photo(tmp_path / "elsewhere.jpg")
+    (folder / "link.jpg").symlink_to(tmp_path / "elsewhere.jpg")
+    (folder / "huge.jpg").write_bytes(b"\xff" * (10 * 1024 * 1024 + 1))
+    rows = [
+        {"id": "ok", "image": "ok.jpg"},
+        {"id": "up", "image": "../elsewhere.jpg"},
+        {"id": "passwd", "image": "../../../../etc/passwd"},
+        {"id": "shadow", "image": "/etc/shadow"},
+        {"id": "link", "image": "link.jpg"},
+        {"id": "huge", "image": "huge.jpg"},
+    ]
+    (folder / "products.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    catalog = read_catalog(folder)
+    assert [r.item["item_id"] for r in catalog.rows] == ["ok"]
+    assert [(p.item_id, p.reason) for p in catalog.problems] == [
+        ("up", "IMAGE_OUTSIDE_CATALOG"),
+        ("passwd", "IMAGE_OUTSIDE_CATALOG"),
+        ("shadow", "IMAGE_OUTSIDE_CATALOG"),
+        ("link", "IMAGE_OUTSIDE_CATALOG"),
+        ("huge", "IMAGE_TOO_LARGE"),
+    ]
+    allowed = read_catalog(folder, allow_outside_images=True)
+    assert {r.item["item_id"] for r in allowed.rows} >= {"ok", "up", "link"}
+    assert {(p.item_id, p.reason) for p in allowed.problems} >= {("huge", "IMAGE_TOO_LARGE")}
+
+
 def test_jsonl_digest_changes_with_content_and_image(tmp_path: Path):
     photo(tmp_path / "a.jpg")
     path = tmp_path / "products.jsonl"

@@ -37,6 +37,12 @@ def old_catalog(images: Path) -> list[Stored]:
                 {"image": [1.0] * 7, "caption": [1.0] * 5},
             )
         )
+    # Paths that lead out of IMAGE_ROOT are never read, even when the file exists.
+    outside = images.parent / "secret.png"
+    outside.write_bytes(encode_png(synthetic_garment(49)))
+    for name, uri in (("escape", "../secret.png"), ("absolute", str(outside))):
+        payload = {"item_id": name, "title": name, "category": "Topwear", "image_uri": uri}
+        rows.append(Stored(name, payload, {"image": [1.0] * 7, "caption": [1.0] * 5}))
     return rows
 
 
