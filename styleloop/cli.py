@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import os
+import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -114,6 +115,8 @@ def cmd_models_show(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from pydantic import SecretStr
+
     from styleloop.broker import TansuBroker
     from styleloop.catalog import CatalogError, read_catalog
     from styleloop.demo import write_demo_catalog
@@ -157,6 +160,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         _out(line)
     image_root = catalog.source.parent if catalog.source.is_file() else catalog.source
     broker = TansuBroker(args.kafka_port, state_dir / "logs" / "broker.log")
+    token = secrets.token_urlsafe(24)  # service-to-service auth for this run of the stack
     services = plan(
         models_dir,
         state_dir,
@@ -164,13 +168,16 @@ def cmd_up(args: argparse.Namespace) -> int:
         args.base_port,
         args.gateway_port,
         broker.bootstrap,
+        token,
     )
     encoder, captioner, recommender, gateway = services
     url = f"http://{gateway.address}"
 
     def after_start() -> None:
         settings = IngestSettings(
-            recommender_addr=recommender.address, captioner_addr=captioner.address
+            recommender_addr=recommender.address,
+            captioner_addr=captioner.address,
+            service_token=SecretStr(token),
         )
         report = ingest(
             catalog,

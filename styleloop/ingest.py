@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import grpc
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from tqdm import tqdm
 
 from styleloop.catalog import Catalog, CatalogRow, RowProblem
+from styleloop.runtime.auth import aio_channel
 from styleloop.runtime.errors import ItemFailure
 from styleloop.runtime.inputs import (
     DEFAULT_MAX_IMAGE_BYTES,
@@ -71,6 +72,9 @@ class IngestSettings(BaseSettings):
     )
     ingest_concurrency: int = Field(default=2, ge=1, le=16)
     ingest_timeout_s: float = Field(default=120.0, gt=0)
+    service_token: SecretStr = Field(
+        default=SecretStr(""), description="Shared token the services ask for (SERVICE_TOKEN)."
+    )
 
 
 def split_batches(rows: list[CatalogRow], most: int, most_bytes: int) -> list[list[CatalogRow]]:
@@ -194,8 +198,9 @@ class Ingestor:
             report,
             bar,
         )
-        self.captioner_channel = grpc.aio.insecure_channel(settings.captioner_addr)
-        self.recommender_channel = grpc.aio.insecure_channel(settings.recommender_addr)
+        token = settings.service_token.get_secret_value()
+        self.captioner_channel = aio_channel(settings.captioner_addr, token)
+        self.recommender_channel = aio_channel(settings.recommender_addr, token)
         self.captioner = captioner_pb2_grpc.CaptionerServiceStub(self.captioner_channel)
         self.recommender = recommender_pb2_grpc.RecommenderServiceStub(self.recommender_channel)
 

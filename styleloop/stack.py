@@ -133,9 +133,10 @@ def plan(
     base_port: int,
     gateway_port: int,
     kafka_bootstrap: str,
+    service_token: str = "",
 ) -> list[Service]:
     """The gRPC services in start order on ``base_port`` + 0, 1, 2 (metrics on +100), then
-    the gateway on ``gateway_port``."""
+    the gateway on ``gateway_port``; every service asks for (and sends) ``service_token``."""
     logs = state_dir / "logs"
     encoder = Service(
         "encoder",
@@ -182,7 +183,11 @@ def plan(
         logs / "gateway.log",
         http=True,
     )
-    return [encoder, captioner, recommender, gateway]
+    services = [encoder, captioner, recommender, gateway]
+    if service_token:
+        for service in services:
+            service.env["SERVICE_TOKEN"] = service_token
+    return services
 
 
 def run_stack(

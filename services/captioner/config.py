@@ -40,7 +40,12 @@ class CaptionerSettings(ServiceSettings):
     )
     max_batch_size: int = Field(default=8, ge=1, le=256)
     max_batch_wait_ms: float = Field(default=5.0, ge=0)
-    max_queue_items: int = Field(default=256, ge=1)
+    # Decoded images are at most 1024 px on their longer side (~3 MB): what waits to be
+    # captioned stays under ~200 MB, what is being decoded under ~100 MB.
+    max_queue_items: int = Field(default=64, ge=1)
+    max_decode_items: int = Field(
+        default=32, ge=1, description="Images decoding or waiting to; more are refused."
+    )
     max_items_per_request: int = Field(default=32, ge=1)
     max_image_bytes: int = Field(default=DEFAULT_MAX_IMAGE_BYTES, ge=1)
     max_image_pixels: int = Field(default=DEFAULT_MAX_IMAGE_PIXELS, ge=1)

@@ -22,9 +22,14 @@ from services.captioner.captioners import (
 )
 from services.captioner.config import CaptionerSettings
 from styleloop.models.manifest import Manifest, load_manifest
-from styleloop.runtime.batching import MicroBatcher
+from styleloop.runtime.batching import Admission, MicroBatcher
 from styleloop.runtime.errors import FailedPrecondition, InvalidArgument, ItemFailure
-from styleloop.runtime.inputs import InputLimits, check_item_count, decode_image
+from styleloop.runtime.inputs import (
+    DEFAULT_MAX_DECODED_SIDE,
+    InputLimits,
+    check_item_count,
+    decode_image,
+)
 
 CAPTIONS = Counter("captioner_captions_total", "Images captioned.", ["kind"])
 TOKENS = Counter("captioner_generated_tokens_total", "Caption tokens generated.", ["kind"])
@@ -53,7 +58,10 @@ class CaptionerCore:
 
     def __init__(self, captioner: Captioner, preset: str, settings: CaptionerSettings) -> None:
         self.captioner, self.preset, self.settings = captioner, preset, settings
-        self.limits = InputLimits(settings.max_image_bytes, settings.max_image_pixels, 0)
+        # Decoded images wait for a batch: kept small (1024 px on the longer side).
+        self.limits = InputLimits(
+            settings.max_image_bytes, settings.max_image_pixels, 0, DEFAULT_MAX_DECODED_SIDE
+        )
         self.batcher: MicroBatcher[Job, CaptionOut] = MicroBatcher(
             "captioner",
             "image",
@@ -63,6 +71,7 @@ class CaptionerCore:
             max_queue_items=settings.max_queue_items,
         )
         self._decode_pool = ThreadPoolExecutor(2, thread_name_prefix="decode")
+        self._decoding = Admission("captioner", "decoding", settings.max_decode_items)
 
     @property
     def info(self) -> CaptionerInfo:
@@ -101,9 +110,13 @@ class CaptionerCore:
             )
         budget = max_new_tokens or self.settings.max_new_tokens
         loop = asyncio.get_running_loop()
-        decoded: list[Image.Image | ItemFailure] = await asyncio.gather(
-            *(loop.run_in_executor(self._decode_pool, decode_image, d, self.limits) for d in images)
-        )
+        with self._decoding.take(len(images)):  # bounded over all requests
+            decoded: list[Image.Image | ItemFailure] = await asyncio.gather(
+                *(
+                    loop.run_in_executor(self._decode_pool, decode_image, d, self.limits)
+                    for d in images
+                )
+            )
         jobs = [Job(im, prompt, budget) for im in decoded if not isinstance(im, ItemFailure)]
         captions = iter(await self.batcher.submit(jobs) if jobs else [])
         outcomes: list[Outcome] = []

@@ -32,5 +32,8 @@ class EncoderSettings(ServiceSettings):
     max_text_chars: int = Field(default=2000, ge=1)
     ort_threads: int = Field(default=0, ge=0, description="ONNX Runtime intra-op threads; 0 auto.")
     preprocess_threads: int = Field(default=2, ge=1)
+    max_preprocess_items: int = Field(
+        default=256, ge=1, description="Images decoding or waiting to; more are refused."
+    )
     triton_url: str = "127.0.0.1:8001"
     triton_timeout_s: float = Field(default=10.0, gt=0)

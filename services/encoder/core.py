@@ -26,6 +26,7 @@ from services.encoder.backends import (
 from services.encoder.config import EncoderSettings
 from styleloop.models.manifest import Manifest, load_manifest
 from styleloop.models.preprocess import preprocess_image
+from styleloop.runtime.batching import Admission
 from styleloop.runtime.errors import FailedPrecondition, ItemFailure
 from styleloop.runtime.inputs import InputLimits, check_item_count, check_text, decode_image
 
@@ -76,6 +77,7 @@ class Encoder:
         self._preprocess_pool = ThreadPoolExecutor(
             settings.preprocess_threads, thread_name_prefix="preprocess"
         )
+        self._decoding = Admission("encoder", "decoding", settings.max_preprocess_items)
 
     @property
     def info(self) -> EncoderInfo:
@@ -116,9 +118,13 @@ class Encoder:
     async def embed_images(self, images: list[bytes]) -> list[Outcome]:
         self._check_count(len(images), "images")
         loop = asyncio.get_running_loop()
-        prepared = await asyncio.gather(
-            *(loop.run_in_executor(self._preprocess_pool, self._prepare_image, d) for d in images)
-        )
+        with self._decoding.take(len(images)):  # bounded over all requests
+            prepared = await asyncio.gather(
+                *(
+                    loop.run_in_executor(self._preprocess_pool, self._prepare_image, d)
+                    for d in images
+                )
+            )
         return await self._embed("image", prepared, self.backend.images)
 
     async def embed_texts(self, texts: list[str]) -> list[Outcome]:

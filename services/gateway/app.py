@@ -43,6 +43,7 @@ from services.gateway.schemas import (
     RecommendationRequest,
     TextSearch,
 )
+from styleloop.runtime.auth import aio_channel
 from styleloop.runtime.logging import request_id_var
 from styleloop.runtime.server import REQUEST_ID_METADATA_KEY, status_reason
 from styleloop.v1 import common_pb2, events_pb2, recommender_pb2, recommender_pb2_grpc
@@ -157,7 +158,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        channel = grpc.aio.insecure_channel(settings.recommender_addr)
+        channel = aio_channel(settings.recommender_addr, settings.service_token.get_secret_value())
         sink = FeedbackSink(
             settings.kafka_bootstrap,
             settings.feedback_topic,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -20,6 +20,9 @@ class GatewaySettings(BaseSettings):
     recommender_addr: str = Field(description="host:port of the recommender service.")
     llm_addr: str = Field(default="", description="host:port of the llm service; empty: none.")
     rpc_timeout_s: float = Field(default=10.0, gt=0, description="Deadline of every gRPC call.")
+    service_token: SecretStr = Field(
+        default=SecretStr(""), description="Shared token sent to the gRPC services."
+    )
     api_key_sha256: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated sha256 hex digests of the accepted API keys.",

@@ -655,7 +655,11 @@ class Recommender:
 
 async def build_recommender(settings: RecommenderSettings) -> Recommender:
     """Connect to the encoder, then open (or create) the collections of its model."""
-    encoder = EncoderClient(settings.encoder_addr, settings.encoder_timeout_s)
+    encoder = EncoderClient(
+        settings.encoder_addr,
+        settings.encoder_timeout_s,
+        token=settings.service_token.get_secret_value(),
+    )
     model = await encoder.connect(settings.encoder_wait_s)
     if model.image_dimension <= 0:
         raise FailedPrecondition(f"the encoder model {model.model_id} has no image tower")

@@ -12,10 +12,11 @@ instead of growing without limit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -72,6 +73,43 @@ def batch_metrics(service: str) -> BatchMetrics:
             ),
         )
     return _METRICS[service]
+
+
+class Admission:
+    """A bound on items in one stage (decoding, say) over all requests at once: a request
+    that would pass it is refused at once (RESOURCE_EXHAUSTED) instead of queueing."""
+
+    def __init__(self, service: str, stage: str, limit: int) -> None:
+        self.service, self.stage, self.limit = service, stage, limit
+        self.inside = 0
+        self.refused = _refused_counter(service)
+
+    @contextlib.contextmanager
+    def take(self, count: int) -> Iterator[None]:
+        if self.inside + count > self.limit:
+            self.refused.labels(self.stage).inc(count)
+            raise ResourceExhausted(
+                f"the {self.service} has {self.inside} items {self.stage}; retry with backoff",
+                reason=f"{self.service.upper()}_BUSY",
+            )
+        self.inside += count
+        try:
+            yield
+        finally:
+            self.inside -= count
+
+
+_REFUSED: dict[str, Counter] = {}
+
+
+def _refused_counter(service: str) -> Counter:
+    if service not in _REFUSED:
+        _REFUSED[service] = Counter(
+            f"{service}_admission_refused_items_total",
+            "Items refused because a stage was full.",
+            ["stage"],
+        )
+    return _REFUSED[service]
 
 
 In = TypeVar("In")

@@ -18,7 +18,12 @@ from styleloop.runtime.errors import InvalidArgument, ItemFailure
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
 # The services' default limits (MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS), one place for all.
 DEFAULT_MAX_IMAGE_BYTES = 10 * 1024 * 1024
-DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+# 4096 x 4096: a 12-megapixel phone photo or a 3000 x 4000 studio shot passes; a tiny file
+# that declares tens of millions of pixels (a decompression bomb) does not.
+DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
+# What a service that keeps decoded images in a queue (the captioner) keeps at most on
+# the longer side; JPEGs are then decoded at a reduced scale outright.
+DEFAULT_MAX_DECODED_SIDE = 1024
 
 
 def check_item_count(count: int, limit: int, what: str) -> None:
@@ -36,11 +41,15 @@ class InputLimits:
     max_image_bytes: int
     max_image_pixels: int
     max_text_chars: int
+    # None: full size (the encoder turns each image into a tensor in the decoding thread).
+    max_decoded_side: int | None = None
 
 
 def decode_image(data: bytes, limits: InputLimits) -> Image.Image | ItemFailure:
     """Decode JPEG, PNG or WebP bytes fully, refusing what is empty, too large, a
-    decompression bomb, truncated, corrupt or not an image at all."""
+    decompression bomb, truncated, corrupt or not an image at all. With
+    ``max_decoded_side`` the image comes back no larger than that on its longer side
+    (aspect ratio kept)."""
     if not data:
         return ItemFailure("IMAGE_EMPTY", "the image is empty (0 bytes)")
     if len(data) > limits.max_image_bytes:
@@ -64,8 +73,14 @@ def decode_image(data: bytes, limits: InputLimits) -> Image.Image | ItemFailure:
         width, height = image.size
         if width * height > limits.max_image_pixels:
             return _too_many_pixels((width, height), limits)
+        side = limits.max_decoded_side
         try:
+            if side is not None and max(width, height) > side:
+                # JPEG: decode at 1/2, 1/4 or 1/8 scale, no larger than needed.
+                image.draft("RGB", (side, side))
             image.load()
+            if side is not None and max(image.size) > side:
+                image.thumbnail((side, side), Image.Resampling.BICUBIC)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             return _too_many_pixels((width, height), limits)
         except Exception:  # noqa: BLE001 - truncated or corrupt data

@@ -1,7 +1,8 @@
 """The one gRPC server bootstrap every service uses.
 
-It builds an asyncio gRPC server with three interceptors (request id, Prometheus
-metrics, domain-error mapping), the library health servicer (NOT_SERVING until the
+It builds an asyncio gRPC server with its interceptors (request id, Prometheus metrics,
+the shared service token when ``SERVICE_TOKEN`` is set, domain-error mapping), a bound on
+concurrent RPCs (``GRPC_MAX_CONCURRENT_RPCS``), the library health servicer (NOT_SERVING until the
 service says it is ready), reflection outside production, a ``/metrics`` endpoint, and
 graceful shutdown on SIGTERM: health flips to NOT_SERVING, new RPCs are refused, and
 in-flight RPCs get ``SHUTDOWN_GRACE_S`` seconds to finish.
@@ -25,6 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
+from styleloop.runtime.auth import OPEN_SERVICES, token_matches
 from styleloop.runtime.errors import ERROR_DOMAIN, ErrorKind, StyleLoopError
 from styleloop.runtime.logging import request_id_var
 from styleloop.runtime.metrics import (
@@ -118,6 +120,26 @@ class RequestIdInterceptor(WrappingInterceptor):
     async def around(self, _method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
         metadata = dict(context.invocation_metadata() or ())
         request_id_var.set(str(metadata.get(REQUEST_ID_METADATA_KEY) or uuid.uuid4().hex))
+        yield
+
+
+class TokenInterceptor(WrappingInterceptor):
+    """Refuses RPCs without the shared ``SERVICE_TOKEN`` (health stays open)."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    @asynccontextmanager
+    async def around(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        if not method.startswith(OPEN_SERVICES) and not token_matches(
+            context.invocation_metadata(), self.token
+        ):
+            status = rich_status(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "this service needs the shared service token (authorization: Bearer)",
+                "UNAUTHENTICATED",
+            )
+            await context.abort(status.code, status.details, status.trailing_metadata)
         yield
 
 
@@ -227,9 +249,17 @@ class GrpcServer:
             ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
             ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
         ]
+        token = settings.service_token.get_secret_value()
+        interceptors: list[grpc.aio.ServerInterceptor] = [
+            RequestIdInterceptor(),
+            MetricsInterceptor(),
+            *([TokenInterceptor(token)] if token else []),
+            ErrorMappingInterceptor(),
+        ]
         self.server = grpc.aio.server(
-            interceptors=[RequestIdInterceptor(), MetricsInterceptor(), ErrorMappingInterceptor()],
+            interceptors=interceptors,
             options=options,
+            maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
         )
         register(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

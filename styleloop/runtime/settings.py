@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Literal, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,7 +20,10 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
     service_name: str = Field(default="styleloop", description="Name used in logs and metrics.")
-    grpc_host: str = Field(default="0.0.0.0", description="Address the gRPC server binds.")
+    grpc_host: str = Field(
+        default="127.0.0.1",
+        description="Address the gRPC server binds (0.0.0.0 in a container, with SERVICE_TOKEN).",
+    )
     grpc_port: int = Field(default=50051, ge=0, le=65535, description="gRPC port; 0 picks one.")
     metrics_port: int = Field(
         default=9090, ge=-1, le=65535, description="Prometheus /metrics port; 0 picks one, -1 off."
@@ -33,6 +36,20 @@ class ServiceSettings(BaseSettings):
         default=10.0, ge=0, description="Seconds in-flight RPCs get to finish after SIGTERM."
     )
     grpc_max_message_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    service_token: SecretStr = Field(
+        default=SecretStr(""),
+        description="Shared token every RPC but health must carry (authorization: Bearer); "
+        "required in production.",
+    )
+    grpc_max_concurrent_rpcs: int = Field(
+        default=64, ge=1, description="RPCs served at once; more are RESOURCE_EXHAUSTED."
+    )
+
+    @model_validator(mode="after")
+    def _token_in_production(self) -> ServiceSettings:
+        if self.environment == "production" and not self.service_token.get_secret_value():
+            raise ValueError("SERVICE_TOKEN must be set in production (service-to-service auth)")
+        return self
 
 
 class SettingsError(SystemExit):

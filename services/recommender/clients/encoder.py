@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 
+from styleloop.runtime.auth import aio_channel
 from styleloop.runtime.errors import InvalidArgument, ItemFailure, Unavailable
 from styleloop.runtime.logging import request_id_var
 from styleloop.runtime.server import REQUEST_ID_METADATA_KEY
@@ -30,11 +31,13 @@ class EncoderClient:
     """Calls EncoderService with a timeout on every call; transport problems become
     :class:`Unavailable`, never a hang."""
 
-    def __init__(self, address: str, timeout_s: float, batch_limit: int = 64) -> None:
+    def __init__(
+        self, address: str, timeout_s: float, batch_limit: int = 64, token: str = ""
+    ) -> None:
         self.address = address
         self.timeout_s = timeout_s
         self.batch_limit = batch_limit
-        self.channel = grpc.aio.insecure_channel(address)
+        self.channel = aio_channel(address, token)
         self.stub = encoder_pb2_grpc.EncoderServiceStub(self.channel)
         self.model: EncoderModel | None = None
 

@@ -48,6 +48,31 @@ def test_bad_images_are_refused_with_a_reason(case: str, data: bytes, reason: st
     assert result.message
 
 
+def test_the_default_pixel_limit_refuses_a_small_file_declaring_a_huge_image():
+    """The reproduction: a PNG of ~130 KB that declares ~40 M pixels (119 MB decoded)."""
+    from styleloop.runtime.inputs import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (7300, 5440), "white").save(buffer, format="PNG", optimize=True)
+    assert len(buffer.getvalue()) < 200_000
+    limits = InputLimits(DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS, 100)
+    result = decode_image(buffer.getvalue(), limits)
+    assert isinstance(result, ItemFailure) and result.reason == "IMAGE_TOO_MANY_PIXELS"
+    phone = io.BytesIO()  # a 12-megapixel phone photo is fine
+    Image.new("RGB", (4032, 3024), "grey").save(phone, format="JPEG")
+    assert isinstance(decode_image(phone.getvalue(), limits), Image.Image)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_a_decoded_side_bound_keeps_queued_images_small(fmt: str):
+    buffer = io.BytesIO()
+    synthetic_garment(5, 400).resize((3000, 2000)).save(buffer, format=fmt)
+    limits = InputLimits(50_000_000, 50_000_000, 10, max_decoded_side=1024)
+    image = decode_image(buffer.getvalue(), limits)
+    assert isinstance(image, Image.Image)
+    assert max(image.size) == 1024 and abs(image.size[0] / image.size[1] - 1.5) < 0.01
+
+
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
 def test_allowed_formats_decode(fmt: str):
     image = decode_image(encoded(fmt), LIMITS)

@@ -129,6 +129,25 @@ async def test_full_queue_is_resource_exhausted(tiny_models):
         await encoder.stop()
 
 
+async def test_decoding_beyond_its_bound_is_resource_exhausted(tiny_models):
+    server, encoder = await start_encoder(encoder_settings(tiny_models, max_preprocess_items=2))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = encoder_pb2_grpc.EncoderServiceStub(channel)
+            images = [encode_png(image) for image in catalog_images(3)]
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.EmbedImages(encoder_pb2.EmbedImagesRequest(images=images), timeout=10)
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert error_reason(err.value) == "ENCODER_BUSY"
+            ok = await stub.EmbedImages(
+                encoder_pb2.EmbedImagesRequest(images=images[:2]), timeout=10
+            )
+            assert all(r.WhichOneof("result") == "embedding" for r in ok.results)
+    finally:
+        await server.stop(grace=0)
+        await encoder.stop()
+
+
 async def test_onnxruntime_and_torch_backends_agree(tiny_models):
     images = [encode_png(image) for image in catalog_images(6)]
     texts = ["red floral dress", "black boots", "what goes with this denim jacket?"]

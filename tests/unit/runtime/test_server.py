@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from grpc_status import rpc_status
 
 from styleloop.processes import spawn
+from styleloop.runtime.auth import aio_channel
 from styleloop.runtime.logging import configure
 from styleloop.runtime.server import GrpcServer
 from styleloop.runtime.settings import ServiceSettings
@@ -78,7 +79,11 @@ async def test_reflection_lists_the_service(server):
 
 async def test_reflection_is_off_in_production():
     settings = ServiceSettings(
-        grpc_host="127.0.0.1", grpc_port=0, metrics_port=-1, environment="production"
+        grpc_host="127.0.0.1",
+        grpc_port=0,
+        metrics_port=-1,
+        environment="production",
+        service_token="t",
     )
     srv = GrpcServer(settings, register, [SERVICE_NAME])
     await srv.start()
@@ -264,3 +269,68 @@ def test_missing_required_setting_stops_naming_it(free_port):
     assert "missing required setting ENCODER_ADDR" in result.stderr
     assert "invalid setting GRPC_PORT" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_a_service_token_is_required_for_every_rpc_but_health():
+    settings = ServiceSettings(
+        service_name="probe",
+        grpc_host="127.0.0.1",
+        grpc_port=0,
+        metrics_port=-1,
+        service_token="s3cret-token",
+    )
+    srv = GrpcServer(settings, register, [SERVICE_NAME])
+    await srv.start()
+    await srv.set_ready()
+    address = f"127.0.0.1:{srv.port}"
+    request = encoder_pb2.EmbedTextsRequest(texts=["hello"])
+    try:
+        for token in ("", "wrong-token"):
+            async with aio_channel(address, token) as chan:
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await encoder_pb2_grpc.EncoderServiceStub(chan).EmbedTexts(request, timeout=5)
+                assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                # Probes send no metadata: health answers all the same.
+                assert await health_status(chan, "") == health_pb2.HealthCheckResponse.SERVING
+        async with aio_channel(address, "s3cret-token") as chan:
+            reply = await encoder_pb2_grpc.EncoderServiceStub(chan).EmbedTexts(request, timeout=5)
+            assert reply.model_id == "probe"
+    finally:
+        await srv.stop(grace=0)
+
+
+def test_production_needs_a_service_token_and_the_default_address_is_loopback():
+    from pydantic import ValidationError
+
+    assert ServiceSettings().grpc_host == "127.0.0.1"
+    with pytest.raises(ValidationError, match="SERVICE_TOKEN"):
+        ServiceSettings(environment="production")
+    assert ServiceSettings(environment="production", service_token="t").environment
+
+
+async def test_concurrent_rpcs_beyond_the_bound_are_refused_not_queued():
+    settings = ServiceSettings(
+        service_name="probe",
+        grpc_host="127.0.0.1",
+        grpc_port=0,
+        metrics_port=-1,
+        grpc_max_concurrent_rpcs=2,
+    )
+    srv = GrpcServer(settings, register, [SERVICE_NAME])
+    await srv.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as chan:
+            stub = encoder_pb2_grpc.EncoderServiceStub(chan)
+            slow = [
+                asyncio.ensure_future(
+                    stub.EmbedTexts(encoder_pb2.EmbedTextsRequest(texts=["slow:1.5"]), timeout=10)
+                )
+                for _ in range(2)
+            ]
+            await asyncio.sleep(0.5)  # both are being served
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.EmbedTexts(encoder_pb2.EmbedTextsRequest(texts=["x"]), timeout=5)
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert all(r.model_id == "probe" for r in await asyncio.gather(*slow))
+    finally:
+        await srv.stop(grace=0)
