@@ -54,7 +54,11 @@ class Service:
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         ports = (
-            {"HTTP_HOST": "127.0.0.1", "HTTP_PORT": str(self.port)}
+            {
+                "HTTP_HOST": "127.0.0.1",
+                "HTTP_PORT": str(self.port),
+                "METRICS_PORT": str(self.metrics_port),
+            }
             if self.http
             else {
                 "GRPC_HOST": "127.0.0.1",
@@ -135,8 +139,8 @@ def plan(
     kafka_bootstrap: str,
     service_token: str = "",
 ) -> list[Service]:
-    """The gRPC services in start order on ``base_port`` + 0, 1, 2 (metrics on +100), then
-    the gateway on ``gateway_port``; every service asks for (and sends) ``service_token``."""
+    """The gRPC services in start order on ``base_port`` + 0, 1, 2 (metrics on +100, 101,
+    102), then the gateway on ``gateway_port`` (metrics on ``base_port`` + 103); every service asks for (and sends) ``service_token``."""
     logs = state_dir / "logs"
     encoder = Service(
         "encoder",
@@ -172,7 +176,7 @@ def plan(
         "gateway",
         "services.gateway",
         gateway_port,
-        gateway_port,
+        base_port + 103,
         {
             "RECOMMENDER_ADDR": recommender.address,
             "KAFKA_BOOTSTRAP": kafka_bootstrap,

@@ -26,11 +26,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.gateway.config import GatewaySettings
 from services.gateway.feedback import FeedbackSink
+from services.gateway.limits import BodyLimit, RateLimiter
 from services.gateway.schemas import (
     ChatRequest,
     ErrorBody,
@@ -45,6 +46,7 @@ from services.gateway.schemas import (
 )
 from styleloop.runtime.auth import aio_channel
 from styleloop.runtime.logging import request_id_var
+from styleloop.runtime.metrics import start_metrics_server
 from styleloop.runtime.server import REQUEST_ID_METADATA_KEY, status_reason
 from styleloop.v1 import common_pb2, events_pb2, recommender_pb2, recommender_pb2_grpc
 
@@ -75,6 +77,8 @@ HTTP_BY_GRPC = {
     grpc.StatusCode.UNIMPLEMENTED: 501,
 }
 IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp"}
+NOT_FOUND: dict[str, Any] = {"model": ErrorBody, "description": "No such item"}
+UNSUPPORTED: dict[str, Any] = {"model": ErrorBody, "description": "Not a JPEG, PNG or WebP"}
 
 
 def query_filter(
@@ -119,25 +123,6 @@ def error_response(status: int, reason: str, message: str, **headers: str) -> JS
     return JSONResponse(body.model_dump(), status_code=status, headers=headers or None)
 
 
-class RateLimiter:
-    """A token bucket per caller: ``rate`` per minute, bursts of ``burst``."""
-
-    def __init__(self, per_minute: float, burst: int) -> None:
-        self.rate, self.burst = per_minute / 60.0, burst
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def take(self, caller: str) -> float:
-        """0 when allowed; otherwise the seconds until a token is free."""
-        now = time.monotonic()
-        tokens, last = self._buckets.get(caller, (float(self.burst), now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens >= 1:
-            self._buckets[caller] = (tokens - 1, now)
-            return 0.0
-        self._buckets[caller] = (tokens, now)
-        return (1 - tokens) / self.rate
-
-
 @dataclass
 class Backends:
     channel: grpc.aio.Channel
@@ -145,8 +130,22 @@ class Backends:
     feedback: FeedbackSink
 
 
+# Routes that take an image upload; every other body is JSON, held to MAX_BODY_BYTES.
+UPLOAD_ROUTES = frozenset({"/v1/search/image"})
+# What a caller may learn when a service fails without a StyleLoop reason of its own (the
+# transport's details name internal addresses).
+GENERIC_UPSTREAM = {
+    grpc.StatusCode.UNAVAILABLE: "a service is unavailable; retry later",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "a service did not answer in time; retry later",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "a service is overloaded; retry later",
+    grpc.StatusCode.UNAUTHENTICATED: "the gateway could not authenticate to a service",
+}
+
+
 def create_app(settings: GatewaySettings) -> FastAPI:
-    limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+    limiter = RateLimiter(
+        settings.rate_limit_per_minute, settings.rate_limit_burst, settings.rate_limit_max_callers
+    )
     key_hashes = [bytes.fromhex(h) for h in settings.api_key_sha256]
     if settings.environment == "production" and not key_hashes:
         raise ValueError("API_KEY_SHA256 must be set in production")
@@ -171,26 +170,50 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         app.state.backends = Backends(
             channel, recommender_pb2_grpc.RecommenderServiceStub(channel), sink
         )
+        metrics_server = start_metrics_server(settings.http_host, settings.metrics_port)
+        app.state.metrics_port = metrics_server.port if metrics_server else -1
         try:
             yield
         finally:
+            if metrics_server is not None:
+                metrics_server.stop()
             await sink.stop()
             await channel.close()
 
+    docs = (
+        settings.enable_docs
+        if settings.enable_docs is not None
+        else settings.environment != "production"
+    )
     app = FastAPI(
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if docs else None,
         title="StyleLoop API",
         version="1.0.0",
         description="Multimodal fashion recommendation for mobile apps. Authenticate with "
         "`X-API-Key`. Errors are JSON `{reason, message, request_id}`.",
         lifespan=lifespan,
         responses={
-            400: {"model": ErrorBody},
-            401: {"model": ErrorBody},
-            413: {"model": ErrorBody},
-            429: {"model": ErrorBody},
-            503: {"model": ErrorBody},
+            400: {"model": ErrorBody, "description": "Invalid request"},
+            401: {"model": ErrorBody, "description": "No valid X-API-Key"},
+            413: {"model": ErrorBody, "description": "Body over the limit"},
+            429: {"model": ErrorBody, "description": "Rate limited (Retry-After)"},
+            500: {"model": ErrorBody, "description": "Internal error"},
+            502: {"model": ErrorBody, "description": "A service failed"},
+            503: {"model": ErrorBody, "description": "A service is unavailable"},
+            504: {"model": ErrorBody, "description": "A service did not answer in time"},
         },
     )
+
+    def body_limit(scope: Any) -> int:
+        content_type = dict(scope.get("headers") or ()).get(b"content-type", b"")
+        upload = scope.get("path") in UPLOAD_ROUTES and content_type.lower().startswith(
+            b"multipart/form-data"
+        )
+        return settings.max_upload_bytes if upload else settings.max_body_bytes
+
+    app.add_middleware(BodyLimit, limit_for=body_limit)  # inside the envelope below
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -207,18 +230,10 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         try:
-            length = request.headers.get("content-length")
-            limit = (
-                settings.max_upload_bytes
-                if "multipart" in request.headers.get("content-type", "")
-                else settings.max_body_bytes
-            )
-            if length is not None and length.isdigit() and int(length) > limit:
-                response: Response = error_response(
-                    413, "BODY_TOO_LARGE", f"the body is {length} bytes; the limit is {limit}"
-                )
-            else:
-                response = await call_next(request)
+            response: Response = await call_next(request)
+        except Exception as exc:  # noqa: BLE001 - answered, counted and logged with its id
+            log.exception("unhandled error", exc_info=exc)
+            response = error_response(500, "INTERNAL", "internal error")
         finally:
             request_id_var.reset(token)
         route = getattr(request.scope.get("route"), "path", "unmatched")
@@ -240,38 +255,32 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        reason = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
-        return error_response(exc.status_code, reason, str(exc.detail))
+        reason = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "BODY_TOO_LARGE"}.get(
+            exc.status_code, "HTTP_ERROR"
+        )
+        # e.g. 405's Allow header, which RFC 9110 requires
+        return error_response(exc.status_code, reason, str(exc.detail), **(exc.headers or {}))
 
     @app.exception_handler(grpc.aio.AioRpcError)
     async def upstream(_: Request, exc: grpc.aio.AioRpcError) -> JSONResponse:
         status = HTTP_BY_GRPC.get(exc.code(), 502)
-        reason = status_reason(exc) or exc.code().name
+        own_reason = status_reason(exc)  # a StyleLoop service's own error: its message is ours
+        reason = own_reason or exc.code().name
         message = exc.details() or exc.code().name
-        if status == 502 or exc.code() == grpc.StatusCode.UNAVAILABLE:
-            log.warning("upstream failure", extra={"code": exc.code().name, "reason": reason})
-        if status == 502:
+        if status >= 500 or own_reason is None:
+            log.warning(
+                "upstream failure",
+                extra={"code": exc.code().name, "reason": reason, "details": exc.details()},
+            )
+        if status == 401:  # the gateway's own credentials, not the caller's
+            status = 502
+        if own_reason is None:
+            message = GENERIC_UPSTREAM.get(exc.code(), "an upstream service failed")
+        elif status == 502:
             message = "an upstream service failed"
         return error_response(status, reason, message)
 
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", exc_info=exc)
-        return error_response(500, "INTERNAL", "internal error")
-
-    def caller(request: Request) -> str:
-        """Authenticate (constant-time against every configured hash) and rate-limit."""
-        key = request.headers.get("x-api-key", "")
-        if key_hashes:
-            digest = hashlib.sha256(key.encode()).digest()
-            matched = False
-            for expected in key_hashes:
-                matched |= hmac.compare_digest(digest, expected)
-            if not key or not matched:
-                raise ApiError(401, "UNAUTHENTICATED", "a valid X-API-Key header is required")
-            identity = "key:" + digest.hex()[:16]
-        else:
-            identity = "ip:" + (request.client.host if request.client else "unknown")
+    def limit(identity: str) -> None:
         wait = limiter.take(identity)
         if wait:
             raise ApiError(
@@ -280,6 +289,24 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 "too many requests; retry later",
                 **{"Retry-After": str(math.ceil(wait))},
             )
+
+    def caller(request: Request) -> str:
+        """Authenticate (constant-time against every configured hash) and rate-limit;
+        failed key checks are rate-limited per client address too."""
+        key = request.headers.get("x-api-key", "")
+        address = request.client.host if request.client else "unknown"
+        if key_hashes:
+            digest = hashlib.sha256(key.encode()).digest()
+            matched = False
+            for expected in key_hashes:
+                matched |= hmac.compare_digest(digest, expected)
+            if not key or not matched:
+                limit("failed:" + address)
+                raise ApiError(401, "UNAUTHENTICATED", "a valid X-API-Key header is required")
+            identity = "key:" + digest.hex()[:16]
+        else:
+            identity = "ip:" + address
+        limit(identity)
         return identity
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(caller)])
@@ -313,11 +340,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             return error_response(503, "RECOMMENDER_NOT_READY", "the recommender is starting")
         return {"status": "ready"}
 
-    @app.get("/metrics", tags=["health"], include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-    @v1.post("/search/image", tags=["search"])
+    @v1.post("/search/image", tags=["search"], responses={415: UNSUPPORTED})
     async def search_by_image(
         request: Request,
         image: Annotated[UploadFile, File(description="A JPEG, PNG or WebP photo.")],
@@ -326,13 +349,15 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         page_token: PageToken = "",
     ) -> Page:
         """Items that look like the uploaded photo."""
+        data = await image.read(settings.max_upload_bytes + 1)
+        if not data:
+            raise ApiError(400, "IMAGE_EMPTY", "the uploaded image is empty (0 bytes)")
+        if len(data) > settings.max_upload_bytes:
+            raise ApiError(413, "BODY_TOO_LARGE", "the image is over the upload limit")
         if (image.content_type or "") not in IMAGE_TYPES:
             raise ApiError(
                 415, "UNSUPPORTED_MEDIA_TYPE", "upload a JPEG, PNG or WebP image (Content-Type)"
             )
-        data = await image.read(settings.max_upload_bytes + 1)
-        if len(data) > settings.max_upload_bytes:
-            raise ApiError(413, "BODY_TOO_LARGE", "the image is over the upload limit")
         return await page(
             backends(request).recommender.SearchByImage,
             recommender_pb2.SearchByImageRequest(
@@ -353,7 +378,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             ),
         )
 
-    @v1.get("/items/{item_id}", tags=["items"], responses={404: {"model": ErrorBody}})
+    @v1.get("/items/{item_id}", tags=["items"], responses={404: NOT_FOUND})
     async def get_item(
         request: Request, item_id: Annotated[str, PathParam(max_length=128)]
     ) -> Item:
@@ -363,7 +388,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         )
         return Item.from_proto(response.item)
 
-    @v1.get("/items/{item_id}/similar", tags=["items"], responses={404: {"model": ErrorBody}})
+    @v1.get("/items/{item_id}/similar", tags=["items"], responses={404: NOT_FOUND})
     async def similar_items(
         request: Request,
         item_id: Annotated[str, PathParam(max_length=128)],
@@ -379,7 +404,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             ),
         )
 
-    @v1.post("/outfits/complete", tags=["outfits"])
+    @v1.post("/outfits/complete", tags=["outfits"], responses={404: NOT_FOUND})
     async def complete_outfit(request: Request, body: OutfitCompletion) -> Page:
         """Candidates of ``category`` that go with the whole partial outfit, best first."""
         return await page(
@@ -393,7 +418,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             ),
         )
 
-    @v1.post("/recommendations", tags=["recommendations"])
+    @v1.post("/recommendations", tags=["recommendations"], responses={404: NOT_FOUND})
     async def recommendations(request: Request, body: RecommendationRequest) -> Page:
         """Personalised recommendations from the user's history and explicit examples."""
         return await page(

@@ -13,8 +13,17 @@ class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
     service_name: str = "gateway"
-    http_host: str = Field(default="0.0.0.0", description="Address the HTTP server binds.")
+    http_host: str = Field(
+        default="127.0.0.1", description="Address the HTTP server binds (0.0.0.0 in a pod)."
+    )
     http_port: int = Field(default=8080, ge=0, le=65535)
+    metrics_port: int = Field(
+        default=9090, ge=-1, le=65535, description="Prometheus /metrics on its own port; -1 off."
+    )
+    enable_docs: bool | None = Field(
+        default=None,
+        description="Serve /docs and /openapi.json; default: yes outside production, no in it.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     environment: Literal["development", "production"] = "development"
     recommender_addr: str = Field(description="host:port of the recommender service.")
@@ -34,6 +43,9 @@ class GatewaySettings(BaseSettings):
     )
     rate_limit_per_minute: float = Field(default=600, gt=0, description="Per key (or client).")
     rate_limit_burst: int = Field(default=60, ge=1)
+    rate_limit_max_callers: int = Field(
+        default=100_000, ge=1, description="Rate-limit buckets kept at most (idle ones go first)."
+    )
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="JSON bodies.")
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="Image uploads.")
     cors_origins: Annotated[list[str], NoDecode] = Field(

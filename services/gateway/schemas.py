@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from google.protobuf import timestamp_pb2
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from styleloop.v1 import common_pb2
 
@@ -91,9 +92,14 @@ class Item(BaseModel):
             image_uri=item.image_uri,
             caption=item.caption,
             attributes=dict(item.attributes),
-            create_time=item.create_time.ToDatetime() if item.HasField("create_time") else None,
-            update_time=item.update_time.ToDatetime() if item.HasField("update_time") else None,
+            create_time=_utc(item.create_time) if item.HasField("create_time") else None,
+            update_time=_utc(item.update_time) if item.HasField("update_time") else None,
         )
+
+
+def _utc(stamp: timestamp_pb2.Timestamp) -> datetime:
+    """An RFC 3339 instant (with its offset, UTC), as the OpenAPI date-time promises."""
+    return stamp.ToDatetime(tzinfo=UTC)
 
 
 class ScoredItem(BaseModel):
@@ -145,6 +151,10 @@ class ChatRequest(Strict):
     message: str = Field(min_length=1, max_length=2000)
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# A string only (no Unix numbers), with an offset, and a real calendar instant.
+EventTime = Annotated[AwareDatetime, Field(strict=True)]
+
 Kind = Literal["impression", "click", "like", "reject", "purchase"]
 Source = Literal[
     "search_by_image",
@@ -172,8 +182,25 @@ class FeedbackIn(Strict):
     item_id: str = Field(min_length=1, max_length=128)
     kind: Kind
     session_id: str = Field(default="", max_length=128)
-    event_time: datetime | None = Field(default=None, description="When it happened (client).")
+    event_time: EventTime | None = Field(
+        default=None,
+        description="When it happened (client): an RFC 3339 date-time with its offset, "
+        "e.g. 2026-12-01T19:23:41Z; from 1970 on.",
+    )
     context: FeedbackContext = Field(default_factory=FeedbackContext)
+
+    @field_validator("event_time")
+    @classmethod
+    def _after_1970(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        try:
+            utc = value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("the time is out of range") from None
+        if utc < EPOCH:
+            raise ValueError("the time must not be before 1970-01-01T00:00:00Z")
+        return utc
 
 
 class FeedbackBatch(Strict):

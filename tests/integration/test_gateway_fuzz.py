@@ -35,7 +35,7 @@ def gateway_schema(
         state / "recommender.log",
     )  # fmt: skip
     gateway = Service(
-        "gateway", "services.gateway", gw, gw,
+        "gateway", "services.gateway", gw, -1,
         {"RECOMMENDER_ADDR": recommender.address, "KAFKA_BOOTSTRAP": "127.0.0.1:1",
          "KAFKA_TIMEOUT_S": "0.5", "SPOOL_DIR": str(state / "spool"),
          "RATE_LIMIT_PER_MINUTE": "1000000", "RATE_LIMIT_BURST": "100000",

@@ -29,12 +29,12 @@ from tests.conftest import ROOT, run_cli
 
 
 def free_block() -> int:
-    """A base port with base..base+2 and base+100..base+102 all free a moment ago."""
+    """A base port with base..base+4 and base+100..base+103 all free a moment ago."""
     for _ in range(50):
         base = random.randrange(20000, 40000)
         sockets = []
         try:
-            for port in (base, base + 1, base + 2, base + 100, base + 101, base + 102):
+            for port in (*range(base, base + 5), *range(base + 100, base + 104)):
                 sock = socket.socket()
                 sockets.append(sock)
                 sock.bind(("127.0.0.1", port))
@@ -182,7 +182,7 @@ def test_up_leaves_nothing_running_when_signalled(
                 os.kill(pid, signal.SIGKILL)
     if signum != signal.SIGKILL:
         assert proc.returncode == 0 and "stopped (" in out.read_text(), out.read_text()
-    ports = (base, base + 1, base + 2, base + 3, base + 4, base + 100, base + 101, base + 102)
+    ports = (*range(base, base + 5), *range(base + 100, base + 104))
     assert all(nobody_listens(p) for p in ports), out.read_text()
 
 

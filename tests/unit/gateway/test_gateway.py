@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+from fastapi import FastAPI
 from kafka import KafkaConsumer
 
 from services.gateway.app import create_app
@@ -35,6 +36,7 @@ class Gateway:
     broker: TansuBroker
     rows: list
     settings: GatewaySettings
+    app: FastAPI
 
 
 @pytest.fixture
@@ -66,6 +68,7 @@ async def gateway(tiny_models: Path, tmp_path: Path) -> AsyncIterator[Gateway]:
         kafka_timeout_s=2,
         spool_dir=tmp_path / "spool",
         spool_replay_interval_s=0.5,
+        metrics_port=0,
     )
     app = create_app(settings)
     try:
@@ -74,7 +77,7 @@ async def gateway(tiny_models: Path, tmp_path: Path) -> AsyncIterator[Gateway]:
             async with httpx.AsyncClient(
                 transport=transport, base_url="http://gateway", headers={"X-API-Key": KEY}
             ) as client:
-                yield Gateway(client, broker, rows, settings)
+                yield Gateway(client, broker, rows, settings, app)
     finally:
         broker.stop()
         await rec_server.stop(grace=0)
@@ -171,7 +174,7 @@ async def lone_gateway(tmp_path: Path, **overrides) -> AsyncIterator[httpx.Async
         recommender_addr="127.0.0.1:1",
         spool_dir=tmp_path / "spool",
         kafka_bootstrap="127.0.0.1:1",
-        **{"allow_anonymous": True, **overrides},
+        **{"allow_anonymous": True, "metrics_port": -1, **overrides},
     )
     app = create_app(settings)
     async with (
@@ -180,6 +183,7 @@ async def lone_gateway(tmp_path: Path, **overrides) -> AsyncIterator[httpx.Async
             transport=httpx.ASGITransport(app=app), base_url="http://gateway"
         ) as client,
     ):
+        client.app = app  # type: ignore[attr-defined] - for tests that reach inside
         yield client
 
 
@@ -258,7 +262,9 @@ async def test_openapi_health_and_metrics(gateway: Gateway):
     assert {"/v1/search/image", "/v1/search/text", "/v1/feedback", "/v1/chat"} <= set(spec["paths"])
     assert (await gateway.client.get("/readyz")).json() == {"status": "ready"}
     await gateway.client.get("/v1/items/no-such-item")
-    metrics = (await gateway.client.get("/metrics")).text
+    assert (await gateway.client.get("/metrics")).status_code == 404  # not on the API port
+    port = gateway.app.state.metrics_port
+    metrics = (await asyncio.to_thread(httpx.get, f"http://127.0.0.1:{port}/metrics")).text
     assert 'gateway_http_requests_total{method="GET",route="/v1/items/{item_id}",status="404"}' in (
         metrics
     )
@@ -275,3 +281,142 @@ async def test_cors_allows_only_configured_origins(tmp_path: Path):
             "/v1/search/text", headers={**headers, "Origin": "https://evil.example"}
         )
         assert "access-control-allow-origin" not in refused.headers
+
+
+async def test_bodies_are_limited_while_they_stream_in(tmp_path: Path):
+    consumed: list[int] = []
+
+    async def chunks(count: int, size: int):
+        for n in range(count):
+            consumed.append(n)
+            yield b"x" * size
+
+    async with lone_gateway(tmp_path, max_body_bytes=4096, max_upload_bytes=64 * 1024) as client:
+        # A chunked JSON body (no Content-Length) of 3 MB against a 4 KB limit.
+        chunked = await client.post(
+            "/v1/search/text",
+            content=chunks(3000, 1024),
+            headers={"Content-Type": "application/json"},
+        )
+        assert_error(chunked, 413, "BODY_TOO_LARGE")
+        assert len(consumed) <= 6  # reading stopped at the limit
+        # "multipart" in the content type does not buy a JSON route the upload limit.
+        consumed.clear()
+        sneaky = await client.post(
+            "/v1/search/text",
+            content=chunks(20, 1024),
+            headers={"Content-Type": "application/json; multipart=yes"},
+        )
+        assert_error(sneaky, 413, "BODY_TOO_LARGE")
+        # A 60 MB chunked upload is refused as it arrives, not parsed to a temp file first.
+        consumed.clear()
+        boundary = "b0undary"
+
+        async def upload():
+            yield (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="image"; '
+                f'filename="a.png"\r\nContent-Type: image/png\r\n\r\n'
+            ).encode()
+            async for chunk in chunks(60, 1024 * 1024):
+                yield chunk
+
+        huge = await client.post(
+            "/v1/search/image",
+            content=upload(),
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
+        assert_error(huge, 413, "BODY_TOO_LARGE")
+        assert len(consumed) <= 2
+        declared = await client.post(
+            "/v1/feedback",
+            content=b"{}",
+            headers={"Content-Type": "application/json", "Content-Length": "999999999"},
+        )
+        assert_error(declared, 413, "BODY_TOO_LARGE")
+
+
+async def test_contract_details_an_app_relies_on(tmp_path: Path):
+    async with lone_gateway(tmp_path) as client:
+        empty = await client.post("/v1/search/image", files={"image": ("a.png", b"", "image/png")})
+        assert_error(empty, 400, "IMAGE_EMPTY")
+        empty_untyped = await client.post(
+            "/v1/search/image", files={"image": ("a", b"", "application/octet-stream")}
+        )
+        assert_error(empty_untyped, 400, "IMAGE_EMPTY")
+        trace = await client.request("TRACE", "/v1/search/text")
+        assert_error(trace, 405, "METHOD_NOT_ALLOWED")
+        assert trace.headers["Allow"] == "POST"
+        for bad in (1700000000, -1, "2026-12-01T19:23:41", "1969-01-01T00:00:00Z"):
+            event = {"user_id": "u", "item_id": "i", "kind": "like", "event_time": bad}
+            reply = await client.post("/v1/feedback", json={"events": [event]})
+            assert_error(reply, 400, "INVALID_REQUEST")
+        # A service that cannot be reached: no internal address reaches the app.
+        unreachable = await client.get("/v1/items/x")
+        assert_error(unreachable, 503, "UNAVAILABLE")
+        assert "127.0.0.1" not in unreachable.text and "ipv4" not in unreachable.text
+        spec = (await client.get("/openapi.json")).json()
+        for path, method, status in [
+            ("/v1/outfits/complete", "post", "404"),
+            ("/v1/recommendations", "post", "404"),
+            ("/v1/search/image", "post", "415"),
+            ("/v1/search/image", "post", "400"),
+        ]:
+            assert status in spec["paths"][path][method]["responses"], (path, status)
+
+
+async def test_an_unexpected_error_is_a_counted_500_with_its_request_id(tmp_path: Path):
+    from services.gateway.app import REQUESTS
+
+    async with lone_gateway(tmp_path) as client:
+
+        async def broken(*_args, **_kwargs):
+            raise RuntimeError("secret internal detail")
+
+        client.app.state.backends.recommender.GetItem = broken
+        before = REQUESTS.labels("GET", "/v1/items/{item_id}", "500")._value.get()
+        reply = await client.get("/v1/items/x", headers={"X-Request-ID": "req-500"})
+        assert_error(reply, 500, "INTERNAL")
+        assert reply.json()["request_id"] == "req-500" and "secret" not in reply.text
+        assert REQUESTS.labels("GET", "/v1/items/{item_id}", "500")._value.get() == before + 1
+
+
+async def test_safe_defaults_no_anonymous_calls_docs_off_in_production(tmp_path: Path):
+    with pytest.raises(ValueError, match="ALLOW_ANONYMOUS"):
+        create_app(GatewaySettings(recommender_addr="127.0.0.1:1"))
+    assert GatewaySettings(recommender_addr="x:1").http_host == "127.0.0.1"
+    digest = hashlib.sha256(KEY.encode()).hexdigest()
+    production = {"environment": "production", "api_key_sha256": [digest], "allow_anonymous": False}
+    async with lone_gateway(tmp_path, **production) as client:
+        for path in ("/docs", "/openapi.json", "/metrics"):
+            assert (await client.get(path, headers={"X-API-Key": KEY})).status_code == 404, path
+    async with lone_gateway(tmp_path, **production, enable_docs=True) as client:
+        assert (await client.get("/openapi.json")).status_code == 200
+
+
+async def test_failed_key_checks_are_rate_limited(tmp_path: Path):
+    digest = hashlib.sha256(KEY.encode()).hexdigest()
+    async with lone_gateway(
+        tmp_path, api_key_sha256=[digest], rate_limit_per_minute=60, rate_limit_burst=3
+    ) as client:
+        statuses = [
+            (await client.get("/v1/items/x", headers={"X-API-Key": f"guess-{n}"})).status_code
+            for n in range(5)
+        ]
+        assert statuses == [401, 401, 401, 429, 429]
+
+
+def test_rate_limit_buckets_are_bounded_and_idle_ones_dropped(monkeypatch):
+    from services.gateway import limits
+
+    now = [1000.0]
+    monkeypatch.setattr(limits.time, "monotonic", lambda: now[0])
+    limiter = limits.RateLimiter(per_minute=60, burst=10, max_callers=1000)
+    for n in range(200_000):
+        limiter.take(f"ip:{n}")
+    assert len(limiter) <= 1000
+    now[0] += 11  # every bucket is full again: as good as none
+    limiter.take("ip:new")
+    assert len(limiter) == 1
+    for _ in range(10):
+        assert limiter.take("ip:busy") == 0
+    assert limiter.take("ip:busy") > 0  # a busy caller is still limited

@@ -101,6 +101,7 @@ async def test_a_torn_tail_through_the_http_api_delivers_every_accepted_event(
         spool_dir=spool_dir,
         spool_replay_interval_s=0.3,
         allow_anonymous=True,
+        metrics_port=-1,
     )
     app = create_app(settings)
     async with (
