@@ -140,7 +140,8 @@ def plan(
     service_token: str = "",
 ) -> list[Service]:
     """The gRPC services in start order on ``base_port`` + 0, 1, 2 (metrics on +100, 101,
-    102), then the gateway on ``gateway_port`` (metrics on ``base_port`` + 103); every service asks for (and sends) ``service_token``."""
+    102), then the gateway on ``gateway_port`` (metrics on ``base_port`` + 103); every
+    service asks for (and sends) ``service_token``."""
     logs = state_dir / "logs"
     encoder = Service(
         "encoder",

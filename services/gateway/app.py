@@ -24,7 +24,9 @@ from fastapi import APIRouter, Depends, FastAPI, File, Query, Request, UploadFil
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -140,6 +142,15 @@ GENERIC_UPSTREAM = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: "a service is overloaded; retry later",
     grpc.StatusCode.UNAUTHENTICATED: "the gateway could not authenticate to a service",
 }
+
+
+# Declared in the OpenAPI document as the API's security scheme; checked in caller().
+API_KEY_HEADER = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    description="An API key (anonymous calls only where ALLOW_ANONYMOUS is set).",
+)
+ApiKey = Annotated[str | None, Depends(API_KEY_HEADER)]
 
 
 def create_app(settings: GatewaySettings) -> FastAPI:
@@ -290,10 +301,10 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 **{"Retry-After": str(math.ceil(wait))},
             )
 
-    def caller(request: Request) -> str:
+    def caller(request: Request, key: ApiKey) -> str:
         """Authenticate (constant-time against every configured hash) and rate-limit;
         failed key checks are rate-limited per client address too."""
-        key = request.headers.get("x-api-key", "")
+        key = key or ""
         address = request.client.host if request.client else "unknown"
         if key_hashes:
             digest = hashlib.sha256(key.encode()).digest()
@@ -480,4 +491,25 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         return FeedbackAccepted(accepted=len(ids), event_ids=ids, spooled=spooled)
 
     app.include_router(v1)
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document, plus what it cannot say itself: the photo upload is a
+        non-empty JPEG, PNG or WebP part."""
+        if app.openapi_schema is None:
+            spec = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            body = spec["paths"]["/v1/search/image"]["post"]["requestBody"]["content"]
+            body["multipart/form-data"]["encoding"] = {
+                "image": {"contentType": ", ".join(sorted(IMAGE_TYPES))}
+            }
+            ref = body["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[-1]
+            spec["components"]["schemas"][ref]["properties"]["image"]["minLength"] = 1
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

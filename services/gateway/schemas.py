@@ -6,12 +6,41 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from google.protobuf import timestamp_pb2
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    field_validator,
+)
 
 from styleloop.v1 import common_pb2
 
 ID = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")
 Name = Field(min_length=1, max_length=100)
+
+
+def _text_only(value: object) -> object:
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 date-time string, e.g. 2026-12-01T19:23:41Z")
+    return value
+
+
+def _no_bool(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("must be an integer, not true or false")
+    return value
+
+
+# At least one character that is not white space, spelled out so that the schema's regex
+# engine (ECMA-262), pydantic's and Python's str.strip() (the services') agree exactly.
+NOT_BLANK = r"[^\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+# JSON integers (2 and 2.0 alike), never booleans.
+Count = Annotated[int, BeforeValidator(_no_bool)]
+# A string only (no Unix numbers), with an offset, and a real calendar instant.
+EventTime = Annotated[AwareDatetime, BeforeValidator(_text_only)]
 
 
 class Strict(BaseModel):
@@ -28,9 +57,9 @@ class ItemFilter(Strict):
     colours: list[str] = Field(default_factory=list, max_length=50)
     usages: list[str] = Field(default_factory=list, max_length=20)
     genders: list[str] = Field(default_factory=list, max_length=10)
-    min_price: float | None = Field(default=None, ge=0, le=1e9)
-    max_price: float | None = Field(default=None, ge=0, le=1e9)
-    in_stock_only: bool = False
+    min_price: float | None = Field(default=None, ge=0, le=1e9, strict=True)
+    max_price: float | None = Field(default=None, ge=0, le=1e9, strict=True)
+    in_stock_only: StrictBool = False
     excluded_item_ids: list[str] = Field(default_factory=list, max_length=500)
 
     def to_proto(self) -> common_pb2.ItemFilter:
@@ -123,17 +152,19 @@ class Page(BaseModel):
 
 
 class TextSearch(Strict):
-    query: str = Field(min_length=1, max_length=500, examples=["red floral summer dress"])
+    query: str = Field(
+        min_length=1, max_length=500, pattern=NOT_BLANK, examples=["red floral summer dress"]
+    )
     filter: ItemFilter = Field(default_factory=ItemFilter)
-    page_size: int = Field(default=10, ge=1, le=100)
+    page_size: Count = Field(default=10, ge=1, le=100)
     page_token: str = Field(default="", max_length=200)
 
 
 class OutfitCompletion(Strict):
     item_ids: list[str] = Field(min_length=1, max_length=10, description="The partial outfit.")
-    category: str = Field(min_length=1, max_length=100, examples=["Shoes"])
+    category: str = Field(min_length=1, max_length=100, pattern=NOT_BLANK, examples=["Shoes"])
     filter: ItemFilter = Field(default_factory=ItemFilter)
-    page_size: int = Field(default=10, ge=1, le=100)
+    page_size: Count = Field(default=10, ge=1, le=100)
     page_token: str = Field(default="", max_length=200)
 
 
@@ -142,7 +173,7 @@ class RecommendationRequest(Strict):
     positive_item_ids: list[str] = Field(default_factory=list, max_length=50)
     negative_item_ids: list[str] = Field(default_factory=list, max_length=50)
     filter: ItemFilter = Field(default_factory=ItemFilter)
-    page_size: int = Field(default=10, ge=1, le=100)
+    page_size: Count = Field(default=10, ge=1, le=100)
     page_token: str = Field(default="", max_length=200)
 
 
@@ -150,10 +181,6 @@ class ChatRequest(Strict):
     user_id: str = Field(min_length=1, max_length=128)
     message: str = Field(min_length=1, max_length=2000)
 
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# A string only (no Unix numbers), with an offset, and a real calendar instant.
-EventTime = Annotated[AwareDatetime, Field(strict=True)]
 
 Kind = Literal["impression", "click", "like", "reject", "purchase"]
 Source = Literal[
@@ -171,7 +198,7 @@ class FeedbackContext(Strict):
     source: Source | None = None
     query: str = Field(default="", max_length=500)
     recommended_item_ids: list[str] = Field(default_factory=list, max_length=100)
-    position: int = Field(default=0, ge=0, le=10_000)
+    position: Count = Field(default=0, ge=0, le=10_000)
     answer_id: str = Field(default="", max_length=128)
     adapter_id: str = Field(default="", max_length=128)
     reason: str = Field(default="", max_length=500)
@@ -185,22 +212,19 @@ class FeedbackIn(Strict):
     event_time: EventTime | None = Field(
         default=None,
         description="When it happened (client): an RFC 3339 date-time with its offset, "
-        "e.g. 2026-12-01T19:23:41Z; from 1970 on.",
+        "e.g. 2026-12-01T19:23:41Z.",
     )
     context: FeedbackContext = Field(default_factory=FeedbackContext)
 
     @field_validator("event_time")
     @classmethod
-    def _after_1970(cls, value: datetime | None) -> datetime | None:
+    def _representable(cls, value: datetime | None) -> datetime | None:
         if value is None:
             return None
         try:
-            utc = value.astimezone(UTC)
-        except OverflowError:
+            return value.astimezone(UTC)
+        except OverflowError:  # beyond year 9999 once in UTC
             raise ValueError("the time is out of range") from None
-        if utc < EPOCH:
-            raise ValueError("the time must not be before 1970-01-01T00:00:00Z")
-        return utc
 
 
 class FeedbackBatch(Strict):

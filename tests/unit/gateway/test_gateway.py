@@ -346,10 +346,18 @@ async def test_contract_details_an_app_relies_on(tmp_path: Path):
         trace = await client.request("TRACE", "/v1/search/text")
         assert_error(trace, 405, "METHOD_NOT_ALLOWED")
         assert trace.headers["Allow"] == "POST"
-        for bad in (1700000000, -1, "2026-12-01T19:23:41", "1969-01-01T00:00:00Z"):
+        for bad in (1700000000, -1, "2026-12-01T19:23:41", "9999-12-31T23:59:59-23:59"):
             event = {"user_id": "u", "item_id": "i", "kind": "like", "event_time": bad}
             reply = await client.post("/v1/feedback", json={"events": [event]})
             assert_error(reply, 400, "INVALID_REQUEST")
+        flag = {"user_id": "u", "item_id": "i", "kind": "like", "context": {"position": False}}
+        assert_error(
+            await client.post("/v1/feedback", json={"events": [flag]}), 400, "INVALID_REQUEST"
+        )
+        in_stock = {"query": "x", "filter": {"in_stock_only": 0, "max_price": False}}
+        assert_error(await client.post("/v1/search/text", json=in_stock), 400, "INVALID_REQUEST")
+        blank = await client.post("/v1/search/text", json={"query": "   "})
+        assert_error(blank, 400, "INVALID_REQUEST")
         # A service that cannot be reached: no internal address reaches the app.
         unreachable = await client.get("/v1/items/x")
         assert_error(unreachable, 503, "UNAVAILABLE")
