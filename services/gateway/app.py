@@ -206,7 +206,14 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         "`X-API-Key`. Errors are JSON `{reason, message, request_id}`.",
         lifespan=lifespan,
         responses={
-            400: {"model": ErrorBody, "description": "Invalid request"},
+            400: {
+                "model": ErrorBody,
+                "description": "Invalid request: it breaks this document, or a rule the "
+                "document cannot state (reason BAD_PAGE_TOKEN: a page_token this service did "
+                "not issue for this call; BAD_FILTER: min_price above max_price; IMAGE_EMPTY, "
+                "IMAGE_UNREADABLE, IMAGE_CORRUPT, IMAGE_FORMAT_UNSUPPORTED, "
+                "IMAGE_TOO_MANY_PIXELS: the photo's bytes).",
+            },
             401: {"model": ErrorBody, "description": "No valid X-API-Key"},
             413: {"model": ErrorBody, "description": "Body over the limit"},
             429: {"model": ErrorBody, "description": "Rate limited (Retry-After)"},

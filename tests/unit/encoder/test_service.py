@@ -110,8 +110,12 @@ async def test_request_size_limits_are_invalid_argument(encoder_channel, images,
     assert error_reason(err.value) == reason
 
 
-async def test_full_queue_is_resource_exhausted(tiny_models):
-    server, encoder = await start_encoder(encoder_settings(tiny_models, max_queue_items=2))
+@pytest.mark.parametrize(
+    ("bound", "reason"),
+    [("max_queue_items", "ENCODER_QUEUE_FULL"), ("max_preprocess_items", "ENCODER_BUSY")],
+)
+async def test_a_full_queue_or_decoder_is_resource_exhausted(tiny_models, bound, reason):
+    server, encoder = await start_encoder(encoder_settings(tiny_models, **{bound: 2}))
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = encoder_pb2_grpc.EncoderServiceStub(channel)
@@ -119,26 +123,7 @@ async def test_full_queue_is_resource_exhausted(tiny_models):
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stub.EmbedImages(encoder_pb2.EmbedImagesRequest(images=images), timeout=10)
             assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert error_reason(err.value) == "ENCODER_QUEUE_FULL"
-            ok = await stub.EmbedImages(
-                encoder_pb2.EmbedImagesRequest(images=images[:2]), timeout=10
-            )
-            assert all(r.WhichOneof("result") == "embedding" for r in ok.results)
-    finally:
-        await server.stop(grace=0)
-        await encoder.stop()
-
-
-async def test_decoding_beyond_its_bound_is_resource_exhausted(tiny_models):
-    server, encoder = await start_encoder(encoder_settings(tiny_models, max_preprocess_items=2))
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            stub = encoder_pb2_grpc.EncoderServiceStub(channel)
-            images = [encode_png(image) for image in catalog_images(3)]
-            with pytest.raises(grpc.aio.AioRpcError) as err:
-                await stub.EmbedImages(encoder_pb2.EmbedImagesRequest(images=images), timeout=10)
-            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert error_reason(err.value) == "ENCODER_BUSY"
+            assert error_reason(err.value) == reason
             ok = await stub.EmbedImages(
                 encoder_pb2.EmbedImagesRequest(images=images[:2]), timeout=10
             )

@@ -271,16 +271,18 @@ def test_missing_required_setting_stops_naming_it(free_port):
     assert "Traceback" not in result.stderr
 
 
-async def test_a_service_token_is_required_for_every_rpc_but_health():
-    settings = ServiceSettings(
-        service_name="probe",
-        grpc_host="127.0.0.1",
-        grpc_port=0,
-        metrics_port=-1,
-        service_token="s3cret-token",
+async def probe_server(**settings: object) -> GrpcServer:
+    """A started probe server on a free port, without metrics, with these settings."""
+    values = {"service_name": "probe", "grpc_host": "127.0.0.1", "grpc_port": 0}
+    srv = GrpcServer(
+        ServiceSettings(**{**values, "metrics_port": -1, **settings}), register, [SERVICE_NAME]
     )
-    srv = GrpcServer(settings, register, [SERVICE_NAME])
     await srv.start()
+    return srv
+
+
+async def test_a_service_token_is_required_for_every_rpc_but_health():
+    srv = await probe_server(service_token="s3cret-token")
     await srv.set_ready()
     address = f"127.0.0.1:{srv.port}"
     request = encoder_pb2.EmbedTextsRequest(texts=["hello"])
@@ -309,15 +311,7 @@ def test_production_needs_a_service_token_and_the_default_address_is_loopback():
 
 
 async def test_concurrent_rpcs_beyond_the_bound_are_refused_not_queued():
-    settings = ServiceSettings(
-        service_name="probe",
-        grpc_host="127.0.0.1",
-        grpc_port=0,
-        metrics_port=-1,
-        grpc_max_concurrent_rpcs=2,
-    )
-    srv = GrpcServer(settings, register, [SERVICE_NAME])
-    await srv.start()
+    srv = await probe_server(grpc_max_concurrent_rpcs=2)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as chan:
             stub = encoder_pb2_grpc.EncoderServiceStub(chan)
