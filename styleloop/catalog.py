@@ -172,6 +172,8 @@ class _Builder:
         for name in ITEM_FIELDS:
             value = fields.pop(name, "")
             item[name] = "" if value is None else str(value).strip()
+        if item["year"].endswith(".0") and item["year"][:-2].isdigit():
+            item["year"] = item["year"][:-2]  # 2011.0, as spreadsheets write it
         attributes = {
             k: str(v).strip()
             for k, v in fields.items()
@@ -246,7 +248,6 @@ def read_kaggle(folder: Path, allow_outside_images: bool = False) -> Catalog:
             continue
         raw = dict(raw)
         raw.setdefault("image", f"images/{raw.get('id', '')}.jpg")
-        raw.pop("year", None)
         builder.add(number, raw, folder)
     return builder.catalog
 

@@ -87,6 +87,7 @@ def query_filter(
     category: Annotated[list[str], Query(max_length=50)] = [],  # noqa: B006
     colour: Annotated[list[str], Query(max_length=50)] = [],  # noqa: B006
     brand: Annotated[list[str], Query(max_length=50)] = [],  # noqa: B006
+    year: Annotated[list[str], Query(max_length=20)] = [],  # noqa: B006
     min_price: Annotated[float | None, Query(ge=0, le=1e9)] = None,
     max_price: Annotated[float | None, Query(ge=0, le=1e9)] = None,
     in_stock_only: bool = False,
@@ -95,6 +96,7 @@ def query_filter(
         categories=category,
         colours=colour,
         brands=brand,
+        years=year,
         min_price=min_price,
         max_price=max_price,
         in_stock_only=in_stock_only,

@@ -57,6 +57,7 @@ class ItemFilter(Strict):
     colours: list[str] = Field(default_factory=list, max_length=50)
     usages: list[str] = Field(default_factory=list, max_length=20)
     genders: list[str] = Field(default_factory=list, max_length=10)
+    years: list[str] = Field(default_factory=list, max_length=20, examples=[["2011"]])
     min_price: float | None = Field(default=None, ge=0, le=1e9, strict=True)
     max_price: float | None = Field(default=None, ge=0, le=1e9, strict=True)
     in_stock_only: StrictBool = False
@@ -76,6 +77,7 @@ class ItemFilter(Strict):
             colours=self.colours,
             usages=self.usages,
             genders=self.genders,
+            years=self.years,
             price_range=price,
             in_stock_only=self.in_stock_only,
             excluded_item_ids=self.excluded_item_ids,
@@ -101,6 +103,7 @@ class Item(BaseModel):
     attributes: dict[str, str]
     create_time: datetime | None = None
     update_time: datetime | None = None
+    year: str = ""
 
     @classmethod
     def from_proto(cls, item: common_pb2.Item) -> Item:
@@ -121,6 +124,7 @@ class Item(BaseModel):
             image_uri=item.image_uri,
             caption=item.caption,
             attributes=dict(item.attributes),
+            year=item.year,
             create_time=_utc(item.create_time) if item.HasField("create_time") else None,
             update_time=_utc(item.update_time) if item.HasField("update_time") else None,
         )

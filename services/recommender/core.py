@@ -70,7 +70,12 @@ ITEM_FIELDS = (
     "image_uri",
     "caption",
     "attributes",
+    "year",
 )
+# Values counted per facet when all are asked for (the sample has 223 brands).
+FACET_ALL_LIMIT = 10_000
+# What GetFacets counts by default, in this order.
+FACET_FIELDS = ("brand", "article_type", "category", "colour", "gender", "usage", "season", "year")
 KINDS = ("impression", "click", "like", "reject", "purchase")
 
 
@@ -540,6 +545,30 @@ class Recommender:
             "sum_scores",
         )
         return self._page("CompleteOutfit", rows, limit, offset)
+
+    def facets(
+        self, fields: Sequence[str], filters: Filters, max_values: int
+    ) -> tuple[list[tuple[str, list[tuple[str, int]]]], int]:
+        """Exact counts of each field's values among the items ``filters`` allows, most
+        frequent first (ties by value); empty values are not counted."""
+        wanted = list(dict.fromkeys(fields)) or list(FACET_FIELDS)
+        unknown = [f for f in wanted if f not in FACET_FIELDS]
+        if unknown:
+            raise InvalidArgument(
+                f"no facet {unknown[0]!r}; facets are {', '.join(FACET_FIELDS)}",
+                reason="BAD_FACET",
+            )
+        if max_values < 0:
+            raise InvalidArgument("max_values must not be negative", reason="BAD_FACET")
+        filters = check_filters(filters)
+        # Qdrant returns the most frequent first; "all" is bounded by the catalog's size.
+        limit = (max_values or FACET_ALL_LIMIT) + 1  # one more: the empty value may be there
+        facets = []
+        for name in wanted:
+            hits = self._timed("facet", self.items.facet, name, filters, limit)
+            values = sorted(((v, c) for v, c in hits if v), key=lambda vc: (-vc[1], vc[0]))
+            facets.append((name, values[: max_values or None]))
+        return facets, self._timed("count", self.items.count_matching, filters)
 
     # ------------------------------------------------------------------ users
 

@@ -23,6 +23,7 @@ KEYWORD_FILTERS = {
     "colours": "colour",
     "usages": "usage",
     "genders": "gender",
+    "years": "year",
 }
 KIND_NAMES = {
     common_pb2.INTERACTION_KIND_IMPRESSION: "impression",
@@ -220,4 +221,19 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServiceServicer):
             liked_items=items("like"),
             rejected_items=items("reject"),
             purchased_items=items("purchase"),
+        )
+
+    async def GetFacets(self, request, context):  # type: ignore[no-untyped-def] # noqa: N802
+        facets, total = self.core.facets(
+            list(request.fields), to_filters(request.filter), request.max_values
+        )
+        return recommender_pb2.GetFacetsResponse(
+            facets=[
+                recommender_pb2.Facet(
+                    field=name,
+                    values=[recommender_pb2.FacetValue(value=v, count=c) for v, c in values],
+                )
+                for name, values in facets
+            ],
+            total_items=total,
         )

@@ -20,7 +20,16 @@ from typing import Any, Protocol
 import numpy as np
 
 ID_NAMESPACE = uuid.UUID("6f1c2d4e-8a3b-5c7d-9e0f-1a2b3c4d5e6f")
-KEYWORD_FIELDS = ("category", "article_type", "brand", "season", "colour", "usage", "gender")
+KEYWORD_FIELDS = (
+    "category",
+    "article_type",
+    "brand",
+    "season",
+    "colour",
+    "usage",
+    "gender",
+    "year",
+)
 FLOAT_FIELDS = ("price",)
 BOOL_FIELDS = ("in_stock",)
 # Index and search settings both adapters give Qdrant (Edge in-process, a server in
@@ -109,6 +118,15 @@ class VectorStore(Protocol):
 
     def count(self) -> int: ...
 
+    def count_matching(self, filters: Filters) -> int:
+        """Exactly how many points ``filters`` allows."""
+        ...
+
+    def facet(self, field: str, filters: Filters, limit: int) -> list[tuple[str, int]]:
+        """The ``limit`` most frequent values of a keyword field among the points
+        ``filters`` allows, with exact counts."""
+        ...
+
     def optimize(self) -> None:
         """Build indexes (HNSW) and merge segments; blocking, run off the event loop."""
         ...
@@ -168,6 +186,14 @@ class EdgeStore:
         )
         if path.is_dir() and any(path.iterdir()):
             self.shard = q.EdgeShard.load(str(path))
+            if indexed:  # a field added since the collection was made (e.g. year)
+                have = set(self.shard.info().payload_schema)
+                for name in (f for f in KEYWORD_FIELDS if f not in have):
+                    self.shard.update(
+                        q.UpdateOperation.create_field_index(
+                            name, q.KeywordIndexParams(memory=q.Memory.Pinned)
+                        )
+                    )
         else:
             # What every query walks — the HNSW graph, the int8 copies, the payload indexes
             # and the id map — is pinned on the heap; float vectors (read only to rescore a
@@ -363,6 +389,15 @@ class EdgeStore:
 
     def count(self) -> int:
         return int(self.shard.count(self.q.CountRequest(exact=True)))
+
+    def count_matching(self, filters: Filters) -> int:
+        return int(self.shard.count(self.q.CountRequest(exact=True, filter=self._filter(filters))))
+
+    def facet(self, field: str, filters: Filters, limit: int) -> list[tuple[str, int]]:
+        response = self.shard.facet(
+            self.q.FacetRequest(key=field, limit=limit, exact=True, filter=self._filter(filters))
+        )
+        return [(str(hit.value), int(hit.count)) for hit in response.hits]
 
     def optimize(self) -> None:
         # Qdrant Edge runs its optimizers (HNSW indexing above the indexing threshold,
@@ -565,6 +600,17 @@ class ClientStore:
 
     def count(self) -> int:
         return int(self.client.count(self.collection, exact=True).count)
+
+    def count_matching(self, filters: Filters) -> int:
+        return int(
+            self.client.count(self.collection, count_filter=self._filter(filters), exact=True).count
+        )
+
+    def facet(self, field: str, filters: Filters, limit: int) -> list[tuple[str, int]]:
+        response = self.client.facet(
+            self.collection, key=field, facet_filter=self._filter(filters), limit=limit, exact=True
+        )
+        return [(str(hit.value), int(hit.count)) for hit in response.hits]
 
     def optimize(self) -> None:
         # A Qdrant server optimizes by itself.

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19styleloop/v1/common.proto\x12\x0cstyleloop.v1\x1a\x1fgoogle/protobuf/timestamp.proto\",\n\tItemError\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\xdd\x01\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0e\n\x06preset\x18\x03 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\x17\n\x0fimage_dimension\x18\x06 \x01(\x05\x12\x16\n\x0etext_dimension\x18\x07 \x01(\x05\x12\x16\n\x0emax_batch_size\x18\x08 \x01(\x05\x12\x17\n\x0fmax_text_tokens\x18\t \x01(\x05\x12\x14\n\x0cshared_space\x18\n \x01(\x08\"\xda\x03\n\x04Item\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\r\n\x05\x62rand\x18\x04 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x05 \x01(\t\x12\x14\n\x0c\x61rticle_type\x18\x06 \x01(\t\x12\x0e\n\x06\x63olour\x18\x07 \x01(\t\x12\x0e\n\x06season\x18\x08 \x01(\t\x12\r\n\x05usage\x18\t \x01(\t\x12\x0e\n\x06gender\x18\n \x01(\t\x12\r\n\x05price\x18\x0b \x01(\x01\x12\x15\n\rcurrency_code\x18\x0c \x01(\t\x12\x10\n\x08in_stock\x18\r \x01(\x08\x12\x11\n\timage_uri\x18\x0e \x01(\t\x12\x0f\n\x07\x63\x61ption\x18\x0f \x01(\t\x12\x36\n\nattributes\x18\x10 \x03(\x0b\x32\".styleloop.v1.Item.AttributesEntry\x12/\n\x0b\x63reate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"X\n\nPriceRange\x12\x16\n\tmin_price\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x16\n\tmax_price\x18\x02 \x01(\x01H\x01\x88\x01\x01\x42\x0c\n\n_min_priceB\x0c\n\n_max_price\"\xeb\x01\n\nItemFilter\x12\x12\n\ncategories\x18\x01 \x03(\t\x12\x15\n\rarticle_types\x18\x02 \x03(\t\x12\x0e\n\x06\x62rands\x18\x03 \x03(\t\x12\x0f\n\x07seasons\x18\x04 \x03(\t\x12\x0f\n\x07\x63olours\x18\x05 \x03(\t\x12\x0e\n\x06usages\x18\x06 \x03(\t\x12\x0f\n\x07genders\x18\x07 \x03(\t\x12-\n\x0bprice_range\x18\x08 \x01(\x0b\x32\x18.styleloop.v1.PriceRange\x12\x15\n\rin_stock_only\x18\t \x01(\x08\x12\x19\n\x11\x65xcluded_item_ids\x18\n \x03(\t\"=\n\nScoredItem\x12 \n\x04item\x18\x01 \x01(\x0b\x32\x12.styleloop.v1.Item\x12\r\n\x05score\x18\x02 \x01(\x02*\xc7\x01\n\x0fInteractionKind\x12 \n\x1cINTERACTION_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1bINTERACTION_KIND_IMPRESSION\x10\x01\x12\x1a\n\x16INTERACTION_KIND_CLICK\x10\x02\x12\x19\n\x15INTERACTION_KIND_LIKE\x10\x03\x12\x1b\n\x17INTERACTION_KIND_REJECT\x10\x04\x12\x1d\n\x19INTERACTION_KIND_PURCHASE\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19styleloop/v1/common.proto\x12\x0cstyleloop.v1\x1a\x1fgoogle/protobuf/timestamp.proto\",\n\tItemError\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\xdd\x01\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0e\n\x06preset\x18\x03 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\x17\n\x0fimage_dimension\x18\x06 \x01(\x05\x12\x16\n\x0etext_dimension\x18\x07 \x01(\x05\x12\x16\n\x0emax_batch_size\x18\x08 \x01(\x05\x12\x17\n\x0fmax_text_tokens\x18\t \x01(\x05\x12\x14\n\x0cshared_space\x18\n \x01(\x08\"\xe8\x03\n\x04Item\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\r\n\x05\x62rand\x18\x04 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x05 \x01(\t\x12\x14\n\x0c\x61rticle_type\x18\x06 \x01(\t\x12\x0e\n\x06\x63olour\x18\x07 \x01(\t\x12\x0e\n\x06season\x18\x08 \x01(\t\x12\r\n\x05usage\x18\t \x01(\t\x12\x0e\n\x06gender\x18\n \x01(\t\x12\r\n\x05price\x18\x0b \x01(\x01\x12\x15\n\rcurrency_code\x18\x0c \x01(\t\x12\x10\n\x08in_stock\x18\r \x01(\x08\x12\x11\n\timage_uri\x18\x0e \x01(\t\x12\x0f\n\x07\x63\x61ption\x18\x0f \x01(\t\x12\x36\n\nattributes\x18\x10 \x03(\x0b\x32\".styleloop.v1.Item.AttributesEntry\x12/\n\x0b\x63reate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04year\x18\x13 \x01(\t\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"X\n\nPriceRange\x12\x16\n\tmin_price\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x16\n\tmax_price\x18\x02 \x01(\x01H\x01\x88\x01\x01\x42\x0c\n\n_min_priceB\x0c\n\n_max_price\"\xfa\x01\n\nItemFilter\x12\x12\n\ncategories\x18\x01 \x03(\t\x12\x15\n\rarticle_types\x18\x02 \x03(\t\x12\x0e\n\x06\x62rands\x18\x03 \x03(\t\x12\x0f\n\x07seasons\x18\x04 \x03(\t\x12\x0f\n\x07\x63olours\x18\x05 \x03(\t\x12\x0e\n\x06usages\x18\x06 \x03(\t\x12\x0f\n\x07genders\x18\x07 \x03(\t\x12-\n\x0bprice_range\x18\x08 \x01(\x0b\x32\x18.styleloop.v1.PriceRange\x12\x15\n\rin_stock_only\x18\t \x01(\x08\x12\x19\n\x11\x65xcluded_item_ids\x18\n \x03(\t\x12\r\n\x05years\x18\x0b \x03(\t\"=\n\nScoredItem\x12 \n\x04item\x18\x01 \x01(\x0b\x32\x12.styleloop.v1.Item\x12\r\n\x05score\x18\x02 \x01(\x02*\xc7\x01\n\x0fInteractionKind\x12 \n\x1cINTERACTION_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1bINTERACTION_KIND_IMPRESSION\x10\x01\x12\x1a\n\x16INTERACTION_KIND_CLICK\x10\x02\x12\x19\n\x15INTERACTION_KIND_LIKE\x10\x03\x12\x1b\n\x17INTERACTION_KIND_REJECT\x10\x04\x12\x1d\n\x19INTERACTION_KIND_PURCHASE\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ITEM_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_ITEM_ATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_INTERACTIONKIND']._serialized_start=1244
-  _globals['_INTERACTIONKIND']._serialized_end=1443
+  _globals['_INTERACTIONKIND']._serialized_start=1273
+  _globals['_INTERACTIONKIND']._serialized_end=1472
   _globals['_ITEMERROR']._serialized_start=76
   _globals['_ITEMERROR']._serialized_end=120
   _globals['_EMBEDDING']._serialized_start=122
@@ -43,13 +43,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELINFO']._serialized_start=152
   _globals['_MODELINFO']._serialized_end=373
   _globals['_ITEM']._serialized_start=376
-  _globals['_ITEM']._serialized_end=850
-  _globals['_ITEM_ATTRIBUTESENTRY']._serialized_start=801
-  _globals['_ITEM_ATTRIBUTESENTRY']._serialized_end=850
-  _globals['_PRICERANGE']._serialized_start=852
-  _globals['_PRICERANGE']._serialized_end=940
-  _globals['_ITEMFILTER']._serialized_start=943
-  _globals['_ITEMFILTER']._serialized_end=1178
-  _globals['_SCOREDITEM']._serialized_start=1180
-  _globals['_SCOREDITEM']._serialized_end=1241
+  _globals['_ITEM']._serialized_end=864
+  _globals['_ITEM_ATTRIBUTESENTRY']._serialized_start=815
+  _globals['_ITEM_ATTRIBUTESENTRY']._serialized_end=864
+  _globals['_PRICERANGE']._serialized_start=866
+  _globals['_PRICERANGE']._serialized_end=954
+  _globals['_ITEMFILTER']._serialized_start=957
+  _globals['_ITEMFILTER']._serialized_end=1207
+  _globals['_SCOREDITEM']._serialized_start=1209
+  _globals['_SCOREDITEM']._serialized_end=1270
 # @@protoc_insertion_point(module_scope)

@@ -64,7 +64,7 @@ class ModelInfo(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., preset: _Optional[str] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., image_dimension: _Optional[int] = ..., text_dimension: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., max_text_tokens: _Optional[int] = ..., shared_space: _Optional[bool] = ...) -> None: ...
 
 class Item(_message.Message):
-    __slots__ = ("item_id", "title", "description", "brand", "category", "article_type", "colour", "season", "usage", "gender", "price", "currency_code", "in_stock", "image_uri", "caption", "attributes", "create_time", "update_time")
+    __slots__ = ("item_id", "title", "description", "brand", "category", "article_type", "colour", "season", "usage", "gender", "price", "currency_code", "in_stock", "image_uri", "caption", "attributes", "create_time", "update_time", "year")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +90,7 @@ class Item(_message.Message):
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    YEAR_FIELD_NUMBER: _ClassVar[int]
     item_id: str
     title: str
     description: str
@@ -108,7 +109,8 @@ class Item(_message.Message):
     attributes: _containers.ScalarMap[str, str]
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, item_id: _Optional[str] = ..., title: _Optional[str] = ..., description: _Optional[str] = ..., brand: _Optional[str] = ..., category: _Optional[str] = ..., article_type: _Optional[str] = ..., colour: _Optional[str] = ..., season: _Optional[str] = ..., usage: _Optional[str] = ..., gender: _Optional[str] = ..., price: _Optional[float] = ..., currency_code: _Optional[str] = ..., in_stock: _Optional[bool] = ..., image_uri: _Optional[str] = ..., caption: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    year: str
+    def __init__(self, item_id: _Optional[str] = ..., title: _Optional[str] = ..., description: _Optional[str] = ..., brand: _Optional[str] = ..., category: _Optional[str] = ..., article_type: _Optional[str] = ..., colour: _Optional[str] = ..., season: _Optional[str] = ..., usage: _Optional[str] = ..., gender: _Optional[str] = ..., price: _Optional[float] = ..., currency_code: _Optional[str] = ..., in_stock: _Optional[bool] = ..., image_uri: _Optional[str] = ..., caption: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., year: _Optional[str] = ...) -> None: ...
 
 class PriceRange(_message.Message):
     __slots__ = ("min_price", "max_price")
@@ -119,7 +121,7 @@ class PriceRange(_message.Message):
     def __init__(self, min_price: _Optional[float] = ..., max_price: _Optional[float] = ...) -> None: ...
 
 class ItemFilter(_message.Message):
-    __slots__ = ("categories", "article_types", "brands", "seasons", "colours", "usages", "genders", "price_range", "in_stock_only", "excluded_item_ids")
+    __slots__ = ("categories", "article_types", "brands", "seasons", "colours", "usages", "genders", "price_range", "in_stock_only", "excluded_item_ids", "years")
     CATEGORIES_FIELD_NUMBER: _ClassVar[int]
     ARTICLE_TYPES_FIELD_NUMBER: _ClassVar[int]
     BRANDS_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +132,7 @@ class ItemFilter(_message.Message):
     PRICE_RANGE_FIELD_NUMBER: _ClassVar[int]
     IN_STOCK_ONLY_FIELD_NUMBER: _ClassVar[int]
     EXCLUDED_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    YEARS_FIELD_NUMBER: _ClassVar[int]
     categories: _containers.RepeatedScalarFieldContainer[str]
     article_types: _containers.RepeatedScalarFieldContainer[str]
     brands: _containers.RepeatedScalarFieldContainer[str]
@@ -140,7 +143,8 @@ class ItemFilter(_message.Message):
     price_range: PriceRange
     in_stock_only: bool
     excluded_item_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, categories: _Optional[_Iterable[str]] = ..., article_types: _Optional[_Iterable[str]] = ..., brands: _Optional[_Iterable[str]] = ..., seasons: _Optional[_Iterable[str]] = ..., colours: _Optional[_Iterable[str]] = ..., usages: _Optional[_Iterable[str]] = ..., genders: _Optional[_Iterable[str]] = ..., price_range: _Optional[_Union[PriceRange, _Mapping]] = ..., in_stock_only: _Optional[bool] = ..., excluded_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    years: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, categories: _Optional[_Iterable[str]] = ..., article_types: _Optional[_Iterable[str]] = ..., brands: _Optional[_Iterable[str]] = ..., seasons: _Optional[_Iterable[str]] = ..., colours: _Optional[_Iterable[str]] = ..., usages: _Optional[_Iterable[str]] = ..., genders: _Optional[_Iterable[str]] = ..., price_range: _Optional[_Union[PriceRange, _Mapping]] = ..., in_stock_only: _Optional[bool] = ..., excluded_item_ids: _Optional[_Iterable[str]] = ..., years: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ScoredItem(_message.Message):
     __slots__ = ("item", "score")

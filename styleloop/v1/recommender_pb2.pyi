@@ -255,3 +255,37 @@ class GetUserStateResponse(_message.Message):
     rejected_items: _containers.RepeatedCompositeFieldContainer[UserItem]
     purchased_items: _containers.RepeatedCompositeFieldContainer[UserItem]
     def __init__(self, user_id: _Optional[str] = ..., liked_items: _Optional[_Iterable[_Union[UserItem, _Mapping]]] = ..., rejected_items: _Optional[_Iterable[_Union[UserItem, _Mapping]]] = ..., purchased_items: _Optional[_Iterable[_Union[UserItem, _Mapping]]] = ...) -> None: ...
+
+class GetFacetsRequest(_message.Message):
+    __slots__ = ("fields", "filter", "max_values")
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    MAX_VALUES_FIELD_NUMBER: _ClassVar[int]
+    fields: _containers.RepeatedScalarFieldContainer[str]
+    filter: _common_pb2.ItemFilter
+    max_values: int
+    def __init__(self, fields: _Optional[_Iterable[str]] = ..., filter: _Optional[_Union[_common_pb2.ItemFilter, _Mapping]] = ..., max_values: _Optional[int] = ...) -> None: ...
+
+class FacetValue(_message.Message):
+    __slots__ = ("value", "count")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    value: str
+    count: int
+    def __init__(self, value: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class Facet(_message.Message):
+    __slots__ = ("field", "values")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    values: _containers.RepeatedCompositeFieldContainer[FacetValue]
+    def __init__(self, field: _Optional[str] = ..., values: _Optional[_Iterable[_Union[FacetValue, _Mapping]]] = ...) -> None: ...
+
+class GetFacetsResponse(_message.Message):
+    __slots__ = ("facets", "total_items")
+    FACETS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    facets: _containers.RepeatedCompositeFieldContainer[Facet]
+    total_items: int
+    def __init__(self, facets: _Optional[_Iterable[_Union[Facet, _Mapping]]] = ..., total_items: _Optional[int] = ...) -> None: ...

@@ -90,6 +90,11 @@ class RecommenderServiceStub:
                 request_serializer=styleloop_dot_v1_dot_recommender__pb2.GetUserStateRequest.SerializeToString,
                 response_deserializer=styleloop_dot_v1_dot_recommender__pb2.GetUserStateResponse.FromString,
                 _registered_method=True)
+        self.GetFacets = channel.unary_unary(
+                '/styleloop.v1.RecommenderService/GetFacets',
+                request_serializer=styleloop_dot_v1_dot_recommender__pb2.GetFacetsRequest.SerializeToString,
+                response_deserializer=styleloop_dot_v1_dot_recommender__pb2.GetFacetsResponse.FromString,
+                _registered_method=True)
 
 
 class RecommenderServiceServicer:
@@ -173,6 +178,14 @@ class RecommenderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetFacets(self, request, context):
+        """Counts the catalog's items by value of each facet (brand, article type, colour …):
+        the vocabulary a chat request is understood with.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecommenderServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -230,6 +243,11 @@ def add_RecommenderServiceServicer_to_server(servicer, server):
                     servicer.GetUserState,
                     request_deserializer=styleloop_dot_v1_dot_recommender__pb2.GetUserStateRequest.FromString,
                     response_serializer=styleloop_dot_v1_dot_recommender__pb2.GetUserStateResponse.SerializeToString,
+            ),
+            'GetFacets': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFacets,
+                    request_deserializer=styleloop_dot_v1_dot_recommender__pb2.GetFacetsRequest.FromString,
+                    response_serializer=styleloop_dot_v1_dot_recommender__pb2.GetFacetsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -530,6 +548,33 @@ class RecommenderService:
             '/styleloop.v1.RecommenderService/GetUserState',
             styleloop_dot_v1_dot_recommender__pb2.GetUserStateRequest.SerializeToString,
             styleloop_dot_v1_dot_recommender__pb2.GetUserStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFacets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/styleloop.v1.RecommenderService/GetFacets',
+            styleloop_dot_v1_dot_recommender__pb2.GetFacetsRequest.SerializeToString,
+            styleloop_dot_v1_dot_recommender__pb2.GetFacetsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -427,3 +427,64 @@ async def test_hundreds_of_rejections_are_all_honoured_and_the_lists_are_bounded
     state = await stack.stub.GetUserState(recommender_pb2.GetUserStateRequest(user_id="picky"))
     kept = [i.item_id for i in state.rejected_items]
     assert kept == ["x300", *[f"r{i}" for i in range(299, 250, -1)]]
+
+
+async def test_facets_count_the_catalog_and_years_filter(stack):
+    model = stack.servicer.core.model
+    dim = model.image_dimension
+    rows = [
+        ("p1", "Puma", "Tshirts", "Fall", "2011"),
+        ("p2", "Puma", "Casual Shoes", "Fall", "2011"),
+        ("p3", "Puma", "Tshirts", "Summer", "2012"),
+        ("n1", "Nike", "Tshirts", "Fall", "2011"),
+        ("x1", "", "Watches", "", ""),
+    ]
+    await stack.stub.UpsertItems(
+        recommender_pb2.UpsertItemsRequest(
+            items=[
+                recommender_pb2.UpsertItem(
+                    item=common_pb2.Item(
+                        item_id=i, title=i, brand=b, article_type=t, season=s, year=y
+                    ),
+                    image_embedding=common_pb2.Embedding(values=unit(n + 1.0, 1, dim=dim)),
+                    caption_embedding=common_pb2.Embedding(
+                        values=unit(1.0, dim=model.text_dimension)
+                    ),
+                    embedding_model_version=model.model_version,
+                )
+                for n, (i, b, t, s, y) in enumerate(rows)
+            ]
+        ),
+        timeout=30,
+    )
+    reply = await stack.stub.GetFacets(
+        recommender_pb2.GetFacetsRequest(fields=["brand", "year", "article_type"]), timeout=10
+    )
+    facets = {f.field: [(v.value, v.count) for v in f.values] for f in reply.facets}
+    assert [f.field for f in reply.facets] == ["brand", "year", "article_type"]
+    assert facets["brand"] == [("Puma", 3), ("Nike", 1)]  # empty values are not counted
+    assert facets["year"] == [("2011", 3), ("2012", 1)]
+    assert facets["article_type"] == [("Tshirts", 3), ("Casual Shoes", 1), ("Watches", 1)]
+    assert reply.total_items == 5
+    puma_2011 = await stack.stub.GetFacets(
+        recommender_pb2.GetFacetsRequest(
+            fields=["season"],
+            filter=common_pb2.ItemFilter(brands=["Puma"], years=["2011"]),
+            max_values=1,
+        ),
+        timeout=10,
+    )
+    assert [(v.value, v.count) for v in puma_2011.facets[0].values] == [("Fall", 2)]
+    assert puma_2011.total_items == 2
+    found = await stack.stub.SearchByText(
+        recommender_pb2.SearchByTextRequest(
+            query="shirt", filter=common_pb2.ItemFilter(years=["2012"]), page_size=10
+        ),
+        timeout=30,
+    )
+    assert [r.item.item_id for r in found.results] == ["p3"]
+    assert found.results[0].item.year == "2012"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stack.stub.GetFacets(recommender_pb2.GetFacetsRequest(fields=["price"]))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(err.value) == "BAD_FACET"
