@@ -42,7 +42,7 @@ class ServiceSettings(BaseSettings):
         "required in production.",
     )
     grpc_max_concurrent_rpcs: int = Field(
-        default=64, ge=1, description="RPCs served at once; more are RESOURCE_EXHAUSTED."
+        default=256, ge=1, description="RPCs served at once; more are RESOURCE_EXHAUSTED."
     )
 
     @model_validator(mode="after")
