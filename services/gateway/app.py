@@ -226,11 +226,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         },
     )
 
-    def body_limit(scope: Any) -> int:
-        content_type = dict(scope.get("headers") or ()).get(b"content-type", b"")
-        upload = scope.get("path") in UPLOAD_ROUTES and content_type.lower().startswith(
-            b"multipart/form-data"
-        )
+    def body_limit(path: str, headers: dict[bytes, bytes]) -> int:
+        content_type = headers.get(b"content-type", b"")
+        upload = path in UPLOAD_ROUTES and content_type.lower().startswith(b"multipart/form-data")
         return settings.max_upload_bytes if upload else settings.max_body_bytes
 
     app.add_middleware(BodyLimit, limit_for=body_limit)  # inside the envelope below

@@ -26,18 +26,19 @@ class BodyTooLarge(HTTPException):
 
 class BodyLimit:
     """ASGI middleware: every request body is counted as it is received, chunked or not,
-    and reading stops with 413 once it passes ``limit_for(scope)`` bytes; a declared
+    and reading stops with 413 once it passes ``limit_for(path, headers)`` bytes; a declared
     ``Content-Length`` over the limit is refused before a byte is read."""
 
-    def __init__(self, app: ASGIApp, limit_for: Callable[[Scope], int]) -> None:
+    def __init__(self, app: ASGIApp, limit_for: Callable[[str, dict[bytes, bytes]], int]) -> None:
         self.app, self.limit_for = app, limit_for
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limit_for(scope)
-        declared = dict(scope.get("headers") or ()).get(b"content-length", b"")
+        headers = dict(scope.get("headers") or ())  # parsed once per request
+        limit = self.limit_for(str(scope.get("path", "")), headers)
+        declared = headers.get(b"content-length", b"")
         received = 0
 
         async def counted() -> Message:

@@ -115,81 +115,13 @@ INSTEAD_CUES = re.compile(r"\b(instead|rather|what about|how about|in \w+ instea
 YEAR = re.compile(r"(?<![\w'])(19[89]\d|20[0-4]\d)(?![\w])")
 SEASON_CODE = re.compile(r"(?<![\w])(fw|aw|ss|fa|wi|sp|su)\s?'?(\d{2}|\d{4})(?![\w])")
 FILLER = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "can",
-        "could",
-        "would",
-        "you",
-        "please",
-        "me",
-        "my",
-        "i",
-        "i'm",
-        "im",
-        "recommend",
-        "recommendations",
-        "suggest",
-        "show",
-        "find",
-        "give",
-        "get",
-        "some",
-        "any",
-        "clothes",
-        "clothing",
-        "items",
-        "item",
-        "outfits",
-        "outfit",
-        "things",
-        "stuff",
-        "based",
-        "on",
-        "from",
-        "by",
-        "of",
-        "for",
-        "in",
-        "with",
-        "and",
-        "or",
-        "to",
-        "something",
-        "what",
-        "is",
-        "are",
-        "looking",
-        "want",
-        "need",
-        "like",
-        "collection",
-        "line",
-        "season",
-        "range",
-        "style",
-        "styles",
-        "look",
-        "looks",
-        "that",
-        "this",
-        "these",
-        "those",
-        "it",
-        "do",
-        "does",
-        "have",
-        "has",
-        "there",
-        "also",
-        "instead",
-        "rather",
-        "about",
-        "how",
-        "more",
-    ]
+    str.split(
+        "a an the can could would you please me my i i'm im recommend recommendations "
+        "suggest show find give get some any clothes clothing items item outfits outfit "
+        "things stuff based on from by of for in with and or to something what is are "
+        "looking want need like collection line season range style styles look looks that "
+        "this these those it do does have has there also instead rather about how more"
+    )
 )
 
 
@@ -326,39 +258,11 @@ class Vocabulary:
 
 # Catalog brand names that are everyday words too: a brand only when capitalised.
 AMBIGUOUS_BRANDS = frozenset(
-    [
-        "and",
-        "ant",
-        "w",
-        "id",
-        "image",
-        "ice",
-        "cat",
-        "diva",
-        "basics",
-        "police",
-        "genesis",
-        "mr.",
-        "mr",
-        "turtle",
-        "doodle",
-        "gas",
-        "idee",
-        "lee",
-        "vans",
-        "guess",
-        "catwalk",
-        "tantra",
-        "chimp",
-        "playboy",
-        "superman",
-        "disney",
-        "batman",
-        "myntra",
-        "campbell",
-        "murcia",
-        "crusoe",
-    ]
+    str.split(
+        "and ant w id image ice cat diva basics police genesis mr. mr turtle doodle gas "
+        "idee lee vans guess catwalk tantra chimp playboy superman disney batman myntra "
+        "campbell murcia crusoe"
+    )
 )
 
 

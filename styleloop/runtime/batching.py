@@ -4,9 +4,8 @@ Concurrent callers submit items; a worker gathers them until ``max_batch_size`` 
 are waiting or the oldest has waited ``max_wait_s``, runs the batch once in a worker
 thread, and hands each caller exactly its own rows; a batch that fails (or whose runner
 returns the wrong number of rows) fails only its own callers, and the worker goes on. The
-queue is bounded: past
-``max_queue_items`` waiting items a submission is refused at once (RESOURCE_EXHAUSTED)
-instead of growing without limit.
+queue is bounded: past ``max_queue_items`` waiting items a submission is refused at once
+(RESOURCE_EXHAUSTED) instead of growing without limit.
 """
 
 from __future__ import annotations
