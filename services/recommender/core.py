@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,6 +202,16 @@ def _unit_rows(vectors: Sequence[Sequence[float]], dimension: int) -> np.ndarray
     rows = np.asarray(vectors, np.float32).reshape(len(vectors), dimension)
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
     return rows / np.where(norms == 0, 1.0, norms)
+
+
+@dataclass
+class Personal:
+    """What personalises one query: the filters with the shopper's exclusions, and the
+    image vectors of their rejections and likes."""
+
+    filters: Filters
+    rejected: list[Sequence[float]]
+    liked: list[Sequence[float]]
 
 
 def not_near_duplicates(
@@ -466,61 +476,129 @@ class Recommender:
             raise InvalidArgument(result.message, reason=result.reason)
         return result
 
-    async def search_by_image(self, image: bytes, filters: Filters, size: int, token: str) -> Page:
+    def _personal(self, user_id: str, filters: Filters) -> Personal:
+        """A shopper's exclusions (rejected and bought items) added to ``filters``, with the
+        vectors of their newest rejections (near-duplicates are dropped) and likes."""
+        if not user_id:
+            return Personal(filters, [], [])
+        state = self._user(user_id)
+        most = self.settings.max_query_examples
+        filters.excluded_ids = list(
+            dict.fromkeys([*filters.excluded_ids, *state["reject"], *state["purchase"]])
+        )
+        rejected, liked = list(state["reject"]), newest(state["like"], most)
+        known = self._timed("retrieve", self.items.get, list({*rejected, *liked}), True)
+        vectors = {s.key: s.vectors["image"] for s in known}
+        return Personal(
+            filters,
+            [vectors[i] for i in rejected if i in vectors],
+            [vectors[i] for i in liked if i in vectors],
+        )
+
+    def _ranked(
+        self,
+        personal: Personal,
+        query: Callable[[int, int], list[Stored]],
+        limit: int,
+        offset: int,
+    ) -> list[Stored]:
+        """``query(limit, offset)``'s rows for this page, near-duplicates of the shopper's
+        rejections removed (a deeper head is ranked, then the page cut from it)."""
+        if not personal.rejected:
+            return query(limit + 1, offset)
+        head = query((offset + limit + 1) * 2 + 10, 0)
+        known = self._timed("retrieve", self.items.get, [r.key for r in head], True)
+        vectors = {s.key: s.vectors for s in known}
+        with_vectors = [Stored(r.key, r.payload, vectors.get(r.key, {}), r.score) for r in head]
+        kept = not_near_duplicates(
+            with_vectors, personal.rejected, self.settings.near_duplicate_threshold
+        )
+        return kept[offset : offset + limit + 1]
+
+    async def search_by_image(
+        self, image: bytes, filters: Filters, size: int, token: str, user_id: str = ""
+    ) -> Page:
         limit, offset = self.paging.parse(size, token)
         if not image:
             raise InvalidArgument("the image is empty", reason="IMAGE_EMPTY")
         vector = await self._embed_one("image", image)
-        rows = self._timed(
-            "query", self.items.nearest, "image", vector, check_filters(filters), limit + 1, offset
+        personal = self._personal(user_id, check_filters(filters))
+        rows = self._ranked(
+            personal,
+            lambda n, o: self._timed("query", self.items.nearest, "image", vector, filters, n, o),
+            limit,
+            offset,
         )
         return self._page("SearchByImage", rows, limit, offset)
 
-    async def search_by_text(self, query: str, filters: Filters, size: int, token: str) -> Page:
+    async def search_by_text(
+        self, query: str, filters: Filters, size: int, token: str, user_id: str = ""
+    ) -> Page:
         limit, offset = self.paging.parse(size, token)
         if not query.strip():
             raise InvalidArgument("the query is empty", reason="TEXT_EMPTY")
         vector = await self._embed_one("text", query)
-        check_filters(filters)
+        personal = self._personal(user_id, check_filters(filters))
         if self.model.shared_space:
-            # Text against image vectors and against caption vectors, fused by RRF. RRF
+            # Text against image vectors and against caption vectors, fused by RRF (with a
+            # third ranking, closeness to the shopper's likes, when they have any). RRF
             # scores tie often (3rd + 5th = 5th + 3rd), and the engine orders ties as it
             # likes, so every page ranks the whole head itself, ties broken by id: pages
             # then never repeat or skip an item.
-            head = self._timed(
-                "query",
-                self.items.fused,
-                [("image", vector), ("caption", vector)],
-                filters,
-                offset + limit + 1,
-                0,
-                max(self.settings.fusion_depth, offset + limit + 1),
-            )
-            rows = sorted(head, key=lambda r: (-r.score, r.key))[offset : offset + limit + 1]
+            rankings: list[tuple[str, Sequence[float]]] = [("image", vector), ("caption", vector)]
+            if personal.liked:
+                liked = np.mean(_unit_rows(personal.liked, len(personal.liked[0])), axis=0)
+                rankings.append(("image", liked.tolist()))
+
+            def fused(n: int, o: int) -> list[Stored]:
+                head = self._timed(
+                    "query",
+                    self.items.fused,
+                    rankings,
+                    filters,
+                    o + n,
+                    0,
+                    max(self.settings.fusion_depth, o + n),
+                )
+                return sorted(head, key=lambda r: (-r.score, r.key))[o : o + n]
+
+            rows = self._ranked(personal, fused, limit, offset)
         else:
-            rows = self._timed(
-                "query", self.items.nearest, "caption", vector, filters, limit + 1, offset
+            rows = self._ranked(
+                personal,
+                lambda n, o: self._timed(
+                    "query", self.items.nearest, "caption", vector, filters, n, o
+                ),
+                limit,
+                offset,
             )
         return self._page("SearchByText", rows, limit, offset)
 
-    def similar(self, item_id: str, filters: Filters, size: int, token: str) -> Page:
+    def similar(
+        self, item_id: str, filters: Filters, size: int, token: str, user_id: str = ""
+    ) -> Page:
         limit, offset = self.paging.parse(size, token)
         source = self._vectors_of([item_id], "item")[0]
         filters = check_filters(filters)
         filters.excluded_ids = [*filters.excluded_ids, item_id]
-        rows = self._timed(
-            "query",
-            self.items.nearest,
-            "image",
-            source.vectors["image"],
-            filters,
-            limit + 1,
+        personal = self._personal(user_id, filters)
+        vector = source.vectors["image"]
+        rows = self._ranked(
+            personal,
+            lambda n, o: self._timed("query", self.items.nearest, "image", vector, filters, n, o),
+            limit,
             offset,
         )
         return self._page("GetSimilarItems", rows, limit, offset)
 
     def complete_outfit(
-        self, item_ids: list[str], wanted: str, filters: Filters, size: int, token: str
+        self,
+        item_ids: list[str],
+        wanted: str,
+        filters: Filters,
+        size: int,
+        token: str,
+        user_id: str = "",
     ) -> Page:
         """Candidates of ``wanted`` ranked by the sum of their similarity to every piece of
         the outfit (Qdrant's sum-scores recommend), not by closeness to any one piece."""
@@ -533,16 +611,23 @@ class Recommender:
         filters = check_filters(filters)
         filters.keywords = {**filters.keywords, "category": [wanted]}
         filters.excluded_ids = [*filters.excluded_ids, *item_ids]
-        rows = self._timed(
-            "query",
-            self.items.recommend,
-            "image",
-            [s.vectors["image"] for s in outfit],
-            [],
-            filters,
-            limit + 1,
+        personal = self._personal(user_id, filters)
+        outfit_vectors = [s.vectors["image"] for s in outfit]
+        rows = self._ranked(
+            personal,
+            lambda n, o: self._timed(
+                "query",
+                self.items.recommend,
+                "image",
+                outfit_vectors,
+                [],
+                filters,
+                n,
+                o,
+                "sum_scores",
+            ),
+            limit,
             offset,
-            "sum_scores",
         )
         return self._page("CompleteOutfit", rows, limit, offset)
 

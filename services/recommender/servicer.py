@@ -147,7 +147,11 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServiceServicer):
 
     async def SearchByImage(self, request, context):  # type: ignore[no-untyped-def] # noqa: N802
         page = await self.core.search_by_image(
-            request.image, to_filters(request.filter), request.page_size, request.page_token
+            request.image,
+            to_filters(request.filter),
+            request.page_size,
+            request.page_token,
+            request.user_id,
         )
         return recommender_pb2.SearchByImageResponse(
             results=scored(page), next_page_token=page.next_token
@@ -155,7 +159,11 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServiceServicer):
 
     async def SearchByText(self, request, context):  # type: ignore[no-untyped-def] # noqa: N802
         page = await self.core.search_by_text(
-            request.query, to_filters(request.filter), request.page_size, request.page_token
+            request.query,
+            to_filters(request.filter),
+            request.page_size,
+            request.page_token,
+            request.user_id,
         )
         return recommender_pb2.SearchByTextResponse(
             results=scored(page), next_page_token=page.next_token
@@ -163,7 +171,11 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServiceServicer):
 
     async def GetSimilarItems(self, request, context):  # type: ignore[no-untyped-def] # noqa: N802
         page = self.core.similar(
-            request.item_id, to_filters(request.filter), request.page_size, request.page_token
+            request.item_id,
+            to_filters(request.filter),
+            request.page_size,
+            request.page_token,
+            request.user_id,
         )
         return recommender_pb2.GetSimilarItemsResponse(
             results=scored(page), next_page_token=page.next_token
@@ -176,6 +188,7 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServiceServicer):
             to_filters(request.filter),
             request.page_size,
             request.page_token,
+            request.user_id,
         )
         return recommender_pb2.CompleteOutfitResponse(
             results=scored(page), next_page_token=page.next_token

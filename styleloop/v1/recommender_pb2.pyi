@@ -105,16 +105,18 @@ class ListItemsResponse(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[_common_pb2.Item, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class SearchByImageRequest(_message.Message):
-    __slots__ = ("image", "filter", "page_size", "page_token")
+    __slots__ = ("image", "filter", "page_size", "page_token", "user_id")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     filter: _common_pb2.ItemFilter
     page_size: int
     page_token: str
-    def __init__(self, image: _Optional[bytes] = ..., filter: _Optional[_Union[_common_pb2.ItemFilter, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    user_id: str
+    def __init__(self, image: _Optional[bytes] = ..., filter: _Optional[_Union[_common_pb2.ItemFilter, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class SearchByImageResponse(_message.Message):
     __slots__ = ("results", "next_page_token")
@@ -125,16 +127,18 @@ class SearchByImageResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[_common_pb2.ScoredItem, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class SearchByTextRequest(_message.Message):
-    __slots__ = ("query", "filter", "page_size", "page_token")
+    __slots__ = ("query", "filter", "page_size", "page_token", "user_id")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
     query: str
     filter: _common_pb2.ItemFilter
     page_size: int
     page_token: str
-    def __init__(self, query: _Optional[str] = ..., filter: _Optional[_Union[_common_pb2.ItemFilter, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    user_id: str
+    def __init__(self, query: _Optional[str] = ..., filter: _Optional[_Union[_common_pb2.ItemFilter, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class SearchByTextResponse(_message.Message):
     __slots__ = ("results", "next_page_token")
@@ -145,16 +149,18 @@ class SearchByTextResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[_common_pb2.ScoredItem, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetSimilarItemsRequest(_message.Message):
-    __slots__ = ("item_id", "filter", "page_size", "page_token")
+    __slots__ = ("item_id", "filter", "page_size", "page_token", "user_id")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
     item_id: str
     filter: _common_pb2.ItemFilter
     page_size: int
     page_token: str
-    def __init__(self, item_id: _Optional[str] = ..., filter: _Optional[_Union[_common_pb2.ItemFilter, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    user_id: str
+    def __init__(self, item_id: _Optional[str] = ..., filter: _Optional[_Union[_common_pb2.ItemFilter, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class GetSimilarItemsResponse(_message.Message):
     __slots__ = ("results", "next_page_token")
@@ -165,18 +171,20 @@ class GetSimilarItemsResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[_common_pb2.ScoredItem, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class CompleteOutfitRequest(_message.Message):
-    __slots__ = ("item_ids", "wanted_category", "filter", "page_size", "page_token")
+    __slots__ = ("item_ids", "wanted_category", "filter", "page_size", "page_token", "user_id")
     ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     WANTED_CATEGORY_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
     item_ids: _containers.RepeatedScalarFieldContainer[str]
     wanted_category: str
     filter: _common_pb2.ItemFilter
     page_size: int
     page_token: str
-    def __init__(self, item_ids: _Optional[_Iterable[str]] = ..., wanted_category: _Optional[str] = ..., filter: _Optional[_Union[_common_pb2.ItemFilter, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    user_id: str
+    def __init__(self, item_ids: _Optional[_Iterable[str]] = ..., wanted_category: _Optional[str] = ..., filter: _Optional[_Union[_common_pb2.ItemFilter, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class CompleteOutfitResponse(_message.Message):
     __slots__ = ("results", "next_page_token")
