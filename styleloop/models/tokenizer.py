@@ -33,7 +33,11 @@ def train_tiny_tokenizer(vocab_size: int = 512) -> Tokenizer:
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece()
     trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        show_progress=False,
+        # Digits and brackets, so that the tiny LLM can write a citation such as "[2]".
+        initial_alphabet=list("[]0123456789"),
     )
     tokenizer.train_from_iterator(corpus_lines(), trainer=trainer)
     bos, eos = tokenizer.token_to_id(BOS), tokenizer.token_to_id(EOS)
