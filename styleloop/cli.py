@@ -170,7 +170,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         broker.bootstrap,
         token,
     )
-    encoder, captioner, recommender, gateway = services
+    encoder, captioner, recommender, llm, gateway = services
     url = f"http://{gateway.address}"
 
     def after_start() -> None:
@@ -199,6 +199,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         item_id = sample.item["item_id"] if sample else "ITEM_ID"
         photo = str(sample.image.resolve()) if sample else "PHOTO.jpg"
         feedback = {"events": [{"user_id": "u1", "item_id": item_id, "kind": "reject"}]}
+        chat = {
+            "user_id": "u1",
+            "messages": [{"role": "user", "content": _chat_example(catalog.rows)}],
+        }
         _out(
             f"\nGateway: {url}  (OpenAPI: {url}/docs)\n"
             f"  curl -s -X POST {url}/v1/search/text -H 'Content-Type: application/json' "
@@ -207,7 +211,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"  curl -s '{url}/v1/items/{item_id}/similar?page_size=3'\n"
             f"  curl -s -X POST {url}/v1/feedback -H 'Content-Type: application/json' "
             f"-d '{json.dumps(feedback)}'\n"
+            f"  curl -sN -X POST {url}/v1/chat -H 'Content-Type: application/json' "
+            f"-d '{json.dumps(chat)}'\n"
             f"  .venv/bin/styleloop events tail --bootstrap {broker.bootstrap} --from-beginning\n"
+            f"LLM: {llm.address} (LlmService; chat-turn events on styleloop.chat.v1)\n"
             "Running on 127.0.0.1: "
             + ", ".join(f"{s.name} {s.address}" for s in services)
             + f", Kafka {broker.bootstrap}; logs in {state_dir / 'logs'}."
@@ -222,6 +229,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP: stopped in order
         _out(f"stopped ({exc})" if str(exc) else "stopped")
     return 0
+
+
+def _chat_example(rows: Sequence[Any]) -> str:
+    """A question the catalog can answer: the brand, season and year of a real item."""
+    for row in rows:
+        item = row.item
+        brand, season, year = item.get("brand"), item.get("season"), item.get("year")
+        if brand and season and year and "'" not in f"{brand}{season}":
+            return f"Can you recommend clothes based on {brand} {season.lower()} {year}?"
+    return "what goes with a white shirt?"
 
 
 def _search(url: str, query: str, count: int = 5) -> list[Any]:
@@ -463,13 +480,15 @@ def cmd_events_tail(args: argparse.Namespace) -> int:
     except KafkaError as exc:
         sys.stderr.write(f"styleloop events tail: cannot reach {args.bootstrap}: {exc}\n")
         return 1
+    # One message type per topic (events.proto); a topic of another name is feedback.
+    kind = {"styleloop.chat.v1": events_pb2.ChatTurnEvent}.get(args.topic, events_pb2.FeedbackEvent)
     shown = 0
     try:
         for message in consumer:
             try:
-                event = events_pb2.FeedbackEvent.FromString(message.value)
+                event = kind.FromString(message.value)
             except Exception:  # noqa: BLE001 - a foreign message on the topic
-                sys.stderr.write(f"offset {message.offset}: not a FeedbackEvent\n")
+                sys.stderr.write(f"offset {message.offset}: not a {kind.__name__}\n")
                 continue
             record = json_format.MessageToDict(event, preserving_proto_field_name=True)
             record["_offset"] = message.offset
@@ -549,7 +568,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
         help="Kafka bootstrap servers (default $KAFKA_BOOTSTRAP or 127.0.0.1:9092)",
     )
-    tail.add_argument("--topic", default="styleloop.feedback.v1")
+    tail.add_argument(
+        "--topic",
+        default="styleloop.feedback.v1",
+        help="styleloop.feedback.v1 (FeedbackEvent, the default) or styleloop.chat.v1 "
+        "(ChatTurnEvent)",
+    )
     tail.add_argument(
         "--from-beginning", action="store_true", help="start at the oldest event, not the end"
     )

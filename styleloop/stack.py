@@ -1,6 +1,6 @@
 """`styleloop up`: the local stack on 127.0.0.1 — prepared models (with StyleLoop's heads
 trained on the catalog when the preset needs them), the Kafka-protocol broker (Tansu),
-the encoder, captioner, recommender and gateway as processes, and the catalog ingested —
+the encoder, captioner, recommender, llm and gateway as processes, and the catalog ingested —
 then a search to show it works.
 
 Why not honcho/a Procfile: the services must start in order, each only once the one it
@@ -139,9 +139,10 @@ def plan(
     kafka_bootstrap: str,
     service_token: str = "",
 ) -> list[Service]:
-    """The gRPC services in start order on ``base_port`` + 0, 1, 2 (metrics on +100, 101,
-    102), then the gateway on ``gateway_port`` (metrics on ``base_port`` + 103); every
-    service asks for (and sends) ``service_token``."""
+    """The gRPC services in start order — encoder, recommender, captioner on ``base_port``
+    + 0, 1, 2 (metrics on +100, 101, 102), the llm on + 5 (metrics + 104) — then the
+    gateway on ``gateway_port`` (metrics on ``base_port`` + 103); every service asks for
+    (and sends) ``service_token``."""
     logs = state_dir / "logs"
     encoder = Service(
         "encoder",
@@ -173,6 +174,20 @@ def plan(
         recommender_env,
         logs / "recommender.log",
     )
+    llm = Service(
+        "llm",
+        "services.llm",
+        base_port + 5,
+        base_port + 104,
+        {
+            "MODELS_DIR": str(models_dir),
+            "RECOMMENDER_ADDR": recommender.address,
+            "KAFKA_BOOTSTRAP": kafka_bootstrap,
+            "SPOOL_DIR": str(state_dir / "llm-spool"),
+            "ADAPTERS_DIR": str(state_dir / "adapters"),
+        },
+        logs / "llm.log",
+    )
     gateway = Service(
         "gateway",
         "services.gateway",
@@ -180,6 +195,7 @@ def plan(
         base_port + 103,
         {
             "RECOMMENDER_ADDR": recommender.address,
+            "LLM_ADDR": llm.address,
             "KAFKA_BOOTSTRAP": kafka_bootstrap,
             "SPOOL_DIR": str(state_dir / "gateway-spool"),
             # The local stack listens on 127.0.0.1 only; its curl examples carry no key.
@@ -188,7 +204,7 @@ def plan(
         logs / "gateway.log",
         http=True,
     )
-    services = [encoder, captioner, recommender, gateway]
+    services = [encoder, captioner, recommender, llm, gateway]
     if service_token:
         for service in services:
             service.env["SERVICE_TOKEN"] = service_token

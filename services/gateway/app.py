@@ -6,8 +6,11 @@ call has a deadline and carries the request id; ``/healthz``, ``/readyz``, ``/me
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
+import json
 import logging
 import math
 import re
@@ -25,17 +28,20 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.gateway.config import GatewaySettings
-from services.gateway.feedback import FeedbackSink
 from services.gateway.limits import BodyLimit, RateLimiter
 from services.gateway.schemas import (
+    ChatFinishOut,
+    ChatReference,
     ChatRequest,
+    ChatRetrieved,
+    ChatText,
     ErrorBody,
     FeedbackAccepted,
     FeedbackBatch,
@@ -44,13 +50,22 @@ from services.gateway.schemas import (
     OutfitCompletion,
     Page,
     RecommendationRequest,
+    ScoredItem,
     TextSearch,
 )
 from styleloop.runtime.auth import aio_channel
 from styleloop.runtime.logging import request_id_var
 from styleloop.runtime.metrics import start_metrics_server
+from styleloop.runtime.producer import DurableProducer
 from styleloop.runtime.server import REQUEST_ID_METADATA_KEY, status_reason
-from styleloop.v1 import common_pb2, events_pb2, recommender_pb2, recommender_pb2_grpc
+from styleloop.v1 import (
+    common_pb2,
+    events_pb2,
+    llm_pb2,
+    llm_pb2_grpc,
+    recommender_pb2,
+    recommender_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +77,19 @@ LATENCY = Histogram(
     "HTTP request latency, in seconds.",
     ["method", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+NOT_APPLIED = Counter(
+    "gateway_feedback_not_applied_total",
+    "Feedback events the recommender did not take at once (applied later by the trainer).",
+    ["code"],
+)
+APPLIED_KINDS = frozenset(
+    {
+        common_pb2.INTERACTION_KIND_LIKE,
+        common_pb2.INTERACTION_KIND_REJECT,
+        common_pb2.INTERACTION_KIND_PURCHASE,
+    }
 )
 
 HTTP_BY_GRPC = {
@@ -131,7 +159,54 @@ def error_response(status: int, reason: str, message: str, **headers: str) -> JS
 class Backends:
     channel: grpc.aio.Channel
     recommender: recommender_pb2_grpc.RecommenderServiceStub
-    feedback: FeedbackSink
+    feedback: DurableProducer
+    llm_channel: grpc.aio.Channel | None = None
+    llm: llm_pb2_grpc.LlmServiceStub | None = None
+
+
+FINISH_NAMES = {
+    llm_pb2.FINISH_REASON_STOP: "stop",
+    llm_pb2.FINISH_REASON_LENGTH: "length",
+    llm_pb2.FINISH_REASON_NO_ITEMS: "no_items",
+}
+CHAT_ROLES = {"user": llm_pb2.CHAT_ROLE_USER, "assistant": llm_pb2.CHAT_ROLE_ASSISTANT}
+SSE_DOC = """Server-sent events, in this order: one `retrieved` (`{"items": [ScoredItem]}`,
+the cards the answer is grounded on), then `text` (`{"text": "..."}`) pieces of the answer
+interleaved with a `reference` (`{"item_id", "reason"}`) each time the answer cites one of
+the retrieved items (never any other), then one `finish` (`{"finish_reason": "stop" |
+"length" | "no_items", "answer_id", "adapter_id", "prompt_tokens", "completion_tokens"}`).
+An error once the stream has started is an `error` event (`{"reason", "message",
+"request_id"}`) and ends it; errors before it are the usual JSON error responses."""
+
+
+def sse(event: str, payload: Any) -> bytes:
+    data = payload.model_dump_json() if hasattr(payload, "model_dump_json") else json.dumps(payload)
+    return f"event: {event}\ndata: {data}\n\n".encode()
+
+
+def chat_event(message: llm_pb2.ChatResponse) -> bytes:
+    kind = message.WhichOneof("chunk")
+    if kind == "retrieved":
+        items = [
+            ScoredItem(item=Item.from_proto(r.item), score=r.score) for r in message.retrieved.items
+        ]
+        return sse("retrieved", ChatRetrieved(items=items))
+    if kind == "text_delta":
+        return sse("text", ChatText(text=message.text_delta))
+    if kind == "item_reference":
+        ref = message.item_reference
+        return sse("reference", ChatReference(item_id=ref.item_id, reason=ref.reason))
+    finish = message.finish
+    return sse(
+        "finish",
+        ChatFinishOut(
+            finish_reason=FINISH_NAMES.get(finish.finish_reason, "stop"),  # type: ignore[arg-type]
+            answer_id=finish.answer_id,
+            adapter_id=finish.adapter_id,
+            prompt_tokens=finish.prompt_tokens,
+            completion_tokens=finish.completion_tokens,
+        ),
+    )
 
 
 # Routes that take an image upload; every other body is JSON, held to MAX_BODY_BYTES.
@@ -171,7 +246,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         channel = aio_channel(settings.recommender_addr, settings.service_token.get_secret_value())
-        sink = FeedbackSink(
+        sink = DurableProducer(
             settings.kafka_bootstrap,
             settings.feedback_topic,
             settings.spool_dir,
@@ -180,8 +255,17 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             settings.spool_replay_chunk,
         )
         sink.start()
+        llm_channel = (
+            aio_channel(settings.llm_addr, settings.service_token.get_secret_value())
+            if settings.llm_addr
+            else None
+        )
         app.state.backends = Backends(
-            channel, recommender_pb2_grpc.RecommenderServiceStub(channel), sink
+            channel,
+            recommender_pb2_grpc.RecommenderServiceStub(channel),
+            sink,
+            llm_channel,
+            llm_pb2_grpc.LlmServiceStub(llm_channel) if llm_channel is not None else None,
         )
         metrics_server = start_metrics_server(settings.http_host, settings.metrics_port)
         app.state.metrics_port = metrics_server.port if metrics_server else -1
@@ -192,6 +276,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 metrics_server.stop()
             await sink.stop()
             await channel.close()
+            if llm_channel is not None:
+                await llm_channel.close()
 
     docs = (
         settings.enable_docs
@@ -281,6 +367,10 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     @app.exception_handler(grpc.aio.AioRpcError)
     async def upstream(_: Request, exc: grpc.aio.AioRpcError) -> JSONResponse:
+        return error_response(*upstream_error(exc))
+
+    def upstream_error(exc: grpc.aio.AioRpcError) -> tuple[int, str, str]:
+        """The HTTP status, reason and message a failed gRPC call becomes."""
         status = HTTP_BY_GRPC.get(exc.code(), 502)
         own_reason = status_reason(exc)  # a StyleLoop service's own error: its message is ours
         reason = own_reason or exc.code().name
@@ -296,7 +386,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             message = GENERIC_UPSTREAM.get(exc.code(), "an upstream service failed")
         elif status == 502:
             message = "an upstream service failed"
-        return error_response(status, reason, message)
+        return status, reason, message
 
     def limit(identity: str) -> None:
         wait = limiter.take(identity)
@@ -451,15 +541,82 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             ),
         )
 
-    @v1.post("/chat", tags=["chat"], responses={503: {"model": ErrorBody}})
-    async def chat(body: ChatRequest) -> Response:  # noqa: ARG001 - validated, then refused
-        """Grounded chat, streamed as server-sent events (the llm service is not built yet:
-        503 ``LLM_UNAVAILABLE``)."""
-        raise ApiError(
-            503,
-            "LLM_UNAVAILABLE",
-            "chat is not available yet: the llm service is not deployed",
-            **{"Retry-After": "3600"},
+    @v1.post(
+        "/chat",
+        tags=["chat"],
+        response_class=StreamingResponse,
+        responses={
+            200: {
+                "description": SSE_DOC,
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            },
+            503: {"model": ErrorBody, "description": "The llm service is unavailable"},
+        },
+    )
+    async def chat(request: Request, body: ChatRequest) -> Response:
+        """Grounded chat: the answer cites only retrieved catalog items, streamed as
+        server-sent events; says so plainly (``no_items``) when the catalog has nothing
+        that fits. A rejected item never comes back in that user's answers."""
+        stub = backends(request).llm
+        if stub is None:
+            raise ApiError(
+                503,
+                "LLM_UNAVAILABLE",
+                "chat is not available: this gateway has no llm service (LLM_ADDR)",
+                **{"Retry-After": "60"},
+            )
+        image = b""
+        if body.image_base64:
+            try:
+                image = base64.b64decode(body.image_base64, validate=True)
+            except (binascii.Error, ValueError):
+                raise ApiError(
+                    400, "IMAGE_UNREADABLE", "image_base64 is not valid base64"
+                ) from None
+            if len(image) > settings.max_upload_bytes:
+                raise ApiError(413, "BODY_TOO_LARGE", "the image is over the upload limit")
+        call = stub.Chat(
+            llm_pb2.ChatRequest(
+                messages=[
+                    llm_pb2.ChatMessage(role=CHAT_ROLES[m.role], content=m.content)
+                    for m in body.messages
+                ],
+                user_id=body.user_id,
+                conversation_id=body.conversation_id,
+                image=image,
+                filter=body.filter.to_proto(),
+                max_items=body.max_items,
+                max_new_tokens=body.max_new_tokens,
+                temperature=body.temperature,
+            ),
+            timeout=settings.chat_timeout_s,
+            metadata=metadata(),
+        )
+        try:  # errors before the first event are ordinary JSON errors
+            first = await call.read()
+        except BaseException:
+            call.cancel()
+            raise
+        if first is grpc.aio.EOF:
+            raise ApiError(502, "UPSTREAM_FAILED", "the llm service ended the chat early")
+        request_id = request_id_var.get() or ""
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                message = first
+                while message is not grpc.aio.EOF:
+                    yield chat_event(message)
+                    message = await call.read()
+            except grpc.aio.AioRpcError as exc:
+                status, reason, text = upstream_error(exc)
+                yield sse("error", ErrorBody(reason=reason, message=text, request_id=request_id))
+            finally:
+                call.cancel()  # the client went away: the llm stops generating
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
     @v1.post("/feedback", tags=["feedback"], status_code=202)
@@ -495,7 +652,36 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             records.append((event.user_id.encode(), proto.SerializeToString()))
             ids.append(event_id)
         spooled = await backends(request).feedback.publish(records)
+        await apply_now(backends(request), records)
         return FeedbackAccepted(accepted=len(ids), event_ids=ids, spooled=spooled)
+
+    async def apply_now(backends_: Backends, records: list[tuple[bytes, bytes]]) -> None:
+        """Likes, rejections and purchases change the shopper's next answers at once: each
+        is applied to their state in the recommender right after it is safe in Kafka (or
+        the spool). Best effort: the trainer applies every event again from Kafka, and
+        the recommender ignores an event id it has seen."""
+        for _, value in records:
+            event = events_pb2.FeedbackEvent.FromString(value)
+            if event.kind not in APPLIED_KINDS:
+                continue
+            try:
+                await backends_.recommender.RecordInteraction(
+                    recommender_pb2.RecordInteractionRequest(
+                        user_id=event.user_id,
+                        item_id=event.item_id,
+                        kind=event.kind,
+                        event_time=event.event_time,
+                        event_id=event.event_id,
+                    ),
+                    timeout=settings.rpc_timeout_s,
+                    metadata=metadata(),
+                )
+            except grpc.aio.AioRpcError as exc:
+                NOT_APPLIED.labels(exc.code().name).inc()
+                log.warning(
+                    "feedback not applied now (the trainer applies it from Kafka)",
+                    extra={"code": exc.code().name, "event_id": event.event_id},
+                )
 
     app.include_router(v1)
 

@@ -29,6 +29,9 @@ class GatewaySettings(BaseSettings):
     recommender_addr: str = Field(description="host:port of the recommender service.")
     llm_addr: str = Field(default="", description="host:port of the llm service; empty: none.")
     rpc_timeout_s: float = Field(default=10.0, gt=0, description="Deadline of every gRPC call.")
+    chat_timeout_s: float = Field(
+        default=120.0, gt=0, description="Deadline of a whole chat answer (streamed)."
+    )
     service_token: SecretStr = Field(
         default=SecretStr(""), description="Shared token sent to the gRPC services."
     )

@@ -181,9 +181,53 @@ class RecommendationRequest(Strict):
     page_token: str = Field(default="", max_length=200)
 
 
+class ChatMessage(Strict):
+    role: Literal["user", "assistant"]
+    content: str = Field(
+        max_length=2000, examples=["Can you recommend clothes based on Puma fall 2011?"]
+    )
+
+
 class ChatRequest(Strict):
-    user_id: str = Field(min_length=1, max_length=128)
-    message: str = Field(min_length=1, max_length=2000)
+    """A conversation; the last message is the shopper's question (role ``user``)."""
+
+    user_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")
+    messages: list[ChatMessage] = Field(
+        min_length=1,
+        max_length=20,
+        description="The conversation so far, oldest first; at most 20 messages.",
+    )
+    conversation_id: str = Field(default="", max_length=128)
+    image_base64: str = Field(
+        default="",
+        max_length=14_000_000,
+        description="An optional photo the question is about: a JPEG, PNG or WebP, base64.",
+    )
+    filter: ItemFilter = Field(default_factory=ItemFilter)
+    max_items: Count = Field(default=0, ge=0, le=10, description="Cards to ground on; 0: 5.")
+    max_new_tokens: Count = Field(default=0, ge=0, le=512, description="0: the default (96).")
+    temperature: float = Field(default=0.0, ge=0, le=2, description="0: greedy decoding.")
+
+
+class ChatFinishOut(BaseModel):
+    finish_reason: Literal["stop", "length", "no_items"]
+    answer_id: str = Field(description="Name it in feedback (context.answer_id).")
+    adapter_id: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class ChatReference(BaseModel):
+    item_id: str
+    reason: str
+
+
+class ChatText(BaseModel):
+    text: str
+
+
+class ChatRetrieved(BaseModel):
+    items: list[ScoredItem]
 
 
 Kind = Literal["impression", "click", "like", "reject", "purchase"]

@@ -242,8 +242,10 @@ class Vocabulary:
         self.genders = _Matcher({v: (*GENDER_WORDS.get(v, ()), *_forms(v)) for v in have["gender"]})
         self.usages = _Matcher({v: (*USAGE_WORDS.get(v, ()), *_forms(v)) for v in have["usage"]})
         self.categories = _Matcher({v: _forms(v) for v in have["category"]})
-        known = {normalise(b) for b in KNOWN_BRANDS} - {normalise(b) for b in have["brand"]}
-        self.absent_brands = _Matcher({b: (b,) for b in known})
+        carried = {normalise(b) for b in have["brand"]}
+        self.absent_brands = _Matcher(
+            {b: (normalise(b),) for b in KNOWN_BRANDS if normalise(b) not in carried}
+        )
         served = {phrase for phrases in articles.values() for phrase in phrases}
         self.absent_garments = _Matcher(
             {g: [w for w in words if w not in served] for g, words in GARMENT_WORDS.items()}

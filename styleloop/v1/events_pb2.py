@@ -24,19 +24,28 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from styleloop.v1 import common_pb2 as styleloop_dot_v1_dot_common__pb2
+from styleloop.v1 import llm_pb2 as styleloop_dot_v1_dot_llm__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19styleloop/v1/events.proto\x12\x0cstyleloop.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19styleloop/v1/common.proto\"\xb5\x01\n\x0f\x46\x65\x65\x64\x62\x61\x63kContext\x12,\n\x06source\x18\x01 \x01(\x0e\x32\x1c.styleloop.v1.FeedbackSource\x12\r\n\x05query\x18\x02 \x01(\t\x12\x1c\n\x14recommended_item_ids\x18\x03 \x03(\t\x12\x10\n\x08position\x18\x04 \x01(\x05\x12\x11\n\tanswer_id\x18\x05 \x01(\t\x12\x12\n\nadapter_id\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\"\xaa\x02\n\rFeedbackEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x0f\n\x07item_id\x18\x05 \x01(\t\x12+\n\x04kind\x18\x06 \x01(\x0e\x32\x1d.styleloop.v1.InteractionKind\x12.\n\nevent_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0creceive_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x07\x63ontext\x18\t \x01(\x0b\x32\x1d.styleloop.v1.FeedbackContext*\xa0\x02\n\x0e\x46\x65\x65\x64\x62\x61\x63kSource\x12\x1f\n\x1b\x46\x45\x45\x44\x42\x41\x43K_SOURCE_UNSPECIFIED\x10\x00\x12#\n\x1f\x46\x45\x45\x44\x42\x41\x43K_SOURCE_SEARCH_BY_IMAGE\x10\x01\x12\"\n\x1e\x46\x45\x45\x44\x42\x41\x43K_SOURCE_SEARCH_BY_TEXT\x10\x02\x12!\n\x1d\x46\x45\x45\x44\x42\x41\x43K_SOURCE_SIMILAR_ITEMS\x10\x03\x12#\n\x1f\x46\x45\x45\x44\x42\x41\x43K_SOURCE_COMPLETE_OUTFIT\x10\x04\x12#\n\x1f\x46\x45\x45\x44\x42\x41\x43K_SOURCE_RECOMMENDATIONS\x10\x05\x12\x18\n\x14\x46\x45\x45\x44\x42\x41\x43K_SOURCE_CHAT\x10\x06\x12\x1d\n\x19\x46\x45\x45\x44\x42\x41\x43K_SOURCE_ITEM_PAGE\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19styleloop/v1/events.proto\x12\x0cstyleloop.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19styleloop/v1/common.proto\x1a\x16styleloop/v1/llm.proto\"\xb5\x01\n\x0f\x46\x65\x65\x64\x62\x61\x63kContext\x12,\n\x06source\x18\x01 \x01(\x0e\x32\x1c.styleloop.v1.FeedbackSource\x12\r\n\x05query\x18\x02 \x01(\t\x12\x1c\n\x14recommended_item_ids\x18\x03 \x03(\t\x12\x10\n\x08position\x18\x04 \x01(\x05\x12\x11\n\tanswer_id\x18\x05 \x01(\t\x12\x12\n\nadapter_id\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\"\xaa\x02\n\rFeedbackEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x0f\n\x07item_id\x18\x05 \x01(\t\x12+\n\x04kind\x18\x06 \x01(\x0e\x32\x1d.styleloop.v1.InteractionKind\x12.\n\nevent_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0creceive_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x07\x63ontext\x18\t \x01(\x0b\x32\x1d.styleloop.v1.FeedbackContext\"0\n\x0f\x43hatTurnMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"K\n\x08\x43hatCard\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12 \n\x04item\x18\x02 \x01(\x0b\x32\x12.styleloop.v1.Item\x12\r\n\x05score\x18\x03 \x01(\x02\"/\n\x0e\x43hatConstraint\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\t\"\xb9\x04\n\rChatTurnEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\tanswer_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12.\n\nevent_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0c\x63onversation\x18\x07 \x03(\x0b\x32\x1d.styleloop.v1.ChatTurnMessage\x12-\n\x06prompt\x18\x08 \x03(\x0b\x32\x1d.styleloop.v1.ChatTurnMessage\x12%\n\x05\x63\x61rds\x18\t \x03(\x0b\x32\x16.styleloop.v1.ChatCard\x12\x0c\n\x04text\x18\n \x01(\t\x12\x16\n\x0e\x63ited_item_ids\x18\x0b \x03(\t\x12\x31\n\rfinish_reason\x18\x0c \x01(\x0e\x32\x1a.styleloop.v1.FinishReason\x12\x12\n\nadapter_id\x18\r \x01(\t\x12\x10\n\x08model_id\x18\x0e \x01(\t\x12\x15\n\rmodel_version\x18\x0f \x01(\t\x12\x31\n\x0b\x63onstraints\x18\x10 \x03(\x0b\x32\x1c.styleloop.v1.ChatConstraint\x12\x0f\n\x07missing\x18\x11 \x03(\t\x12\x15\n\rprompt_tokens\x18\x12 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x13 \x01(\x05*\xa0\x02\n\x0e\x46\x65\x65\x64\x62\x61\x63kSource\x12\x1f\n\x1b\x46\x45\x45\x44\x42\x41\x43K_SOURCE_UNSPECIFIED\x10\x00\x12#\n\x1f\x46\x45\x45\x44\x42\x41\x43K_SOURCE_SEARCH_BY_IMAGE\x10\x01\x12\"\n\x1e\x46\x45\x45\x44\x42\x41\x43K_SOURCE_SEARCH_BY_TEXT\x10\x02\x12!\n\x1d\x46\x45\x45\x44\x42\x41\x43K_SOURCE_SIMILAR_ITEMS\x10\x03\x12#\n\x1f\x46\x45\x45\x44\x42\x41\x43K_SOURCE_COMPLETE_OUTFIT\x10\x04\x12#\n\x1f\x46\x45\x45\x44\x42\x41\x43K_SOURCE_RECOMMENDATIONS\x10\x05\x12\x18\n\x14\x46\x45\x45\x44\x42\x41\x43K_SOURCE_CHAT\x10\x06\x12\x1d\n\x19\x46\x45\x45\x44\x42\x41\x43K_SOURCE_ITEM_PAGE\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'styleloop.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FEEDBACKSOURCE']._serialized_start=589
-  _globals['_FEEDBACKSOURCE']._serialized_end=877
-  _globals['_FEEDBACKCONTEXT']._serialized_start=104
-  _globals['_FEEDBACKCONTEXT']._serialized_end=285
-  _globals['_FEEDBACKEVENT']._serialized_start=288
-  _globals['_FEEDBACKEVENT']._serialized_end=586
+  _globals['_FEEDBACKSOURCE']._serialized_start=1361
+  _globals['_FEEDBACKSOURCE']._serialized_end=1649
+  _globals['_FEEDBACKCONTEXT']._serialized_start=128
+  _globals['_FEEDBACKCONTEXT']._serialized_end=309
+  _globals['_FEEDBACKEVENT']._serialized_start=312
+  _globals['_FEEDBACKEVENT']._serialized_end=610
+  _globals['_CHATTURNMESSAGE']._serialized_start=612
+  _globals['_CHATTURNMESSAGE']._serialized_end=660
+  _globals['_CHATCARD']._serialized_start=662
+  _globals['_CHATCARD']._serialized_end=737
+  _globals['_CHATCONSTRAINT']._serialized_start=739
+  _globals['_CHATCONSTRAINT']._serialized_end=786
+  _globals['_CHATTURNEVENT']._serialized_start=789
+  _globals['_CHATTURNEVENT']._serialized_end=1358
 # @@protoc_insertion_point(module_scope)

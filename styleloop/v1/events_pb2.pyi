@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from styleloop.v1 import common_pb2 as _common_pb2
+from styleloop.v1 import llm_pb2 as _llm_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -69,3 +70,71 @@ class FeedbackEvent(_message.Message):
     receive_time: _timestamp_pb2.Timestamp
     context: FeedbackContext
     def __init__(self, event_id: _Optional[str] = ..., user_id: _Optional[str] = ..., session_id: _Optional[str] = ..., request_id: _Optional[str] = ..., item_id: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.InteractionKind, str]] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., receive_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., context: _Optional[_Union[FeedbackContext, _Mapping]] = ...) -> None: ...
+
+class ChatTurnMessage(_message.Message):
+    __slots__ = ("role", "content")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    content: str
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
+
+class ChatCard(_message.Message):
+    __slots__ = ("number", "item", "score")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    number: int
+    item: _common_pb2.Item
+    score: float
+    def __init__(self, number: _Optional[int] = ..., item: _Optional[_Union[_common_pb2.Item, _Mapping]] = ..., score: _Optional[float] = ...) -> None: ...
+
+class ChatConstraint(_message.Message):
+    __slots__ = ("field", "values")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, field: _Optional[str] = ..., values: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ChatTurnEvent(_message.Message):
+    __slots__ = ("event_id", "answer_id", "user_id", "conversation_id", "request_id", "event_time", "conversation", "prompt", "cards", "text", "cited_item_ids", "finish_reason", "adapter_id", "model_id", "model_version", "constraints", "missing", "prompt_tokens", "completion_tokens")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    CARDS_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    CITED_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    answer_id: str
+    user_id: str
+    conversation_id: str
+    request_id: str
+    event_time: _timestamp_pb2.Timestamp
+    conversation: _containers.RepeatedCompositeFieldContainer[ChatTurnMessage]
+    prompt: _containers.RepeatedCompositeFieldContainer[ChatTurnMessage]
+    cards: _containers.RepeatedCompositeFieldContainer[ChatCard]
+    text: str
+    cited_item_ids: _containers.RepeatedScalarFieldContainer[str]
+    finish_reason: _llm_pb2.FinishReason
+    adapter_id: str
+    model_id: str
+    model_version: str
+    constraints: _containers.RepeatedCompositeFieldContainer[ChatConstraint]
+    missing: _containers.RepeatedScalarFieldContainer[str]
+    prompt_tokens: int
+    completion_tokens: int
+    def __init__(self, event_id: _Optional[str] = ..., answer_id: _Optional[str] = ..., user_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., request_id: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., conversation: _Optional[_Iterable[_Union[ChatTurnMessage, _Mapping]]] = ..., prompt: _Optional[_Iterable[_Union[ChatTurnMessage, _Mapping]]] = ..., cards: _Optional[_Iterable[_Union[ChatCard, _Mapping]]] = ..., text: _Optional[str] = ..., cited_item_ids: _Optional[_Iterable[str]] = ..., finish_reason: _Optional[_Union[_llm_pb2.FinishReason, str]] = ..., adapter_id: _Optional[str] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., constraints: _Optional[_Iterable[_Union[ChatConstraint, _Mapping]]] = ..., missing: _Optional[_Iterable[str]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...

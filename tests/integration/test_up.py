@@ -29,12 +29,12 @@ from tests.conftest import ROOT, run_cli
 
 
 def free_block() -> int:
-    """A base port with base..base+4 and base+100..base+103 all free a moment ago."""
+    """A base port with base..base+5 and base+100..base+104 all free a moment ago."""
     for _ in range(50):
         base = random.randrange(20000, 40000)
         sockets = []
         try:
-            for port in (*range(base, base + 5), *range(base + 100, base + 104)):
+            for port in (*range(base, base + 6), *range(base + 100, base + 105)):
                 sock = socket.socket()
                 sockets.append(sock)
                 sock.bind(("127.0.0.1", port))
@@ -94,11 +94,13 @@ def broker_pid(port: int) -> int:
     raise AssertionError(f"no broker process for port {port}")
 
 
-def tail_events(port: int, most: int, idle_s: int) -> list[dict]:
+def tail_events(
+    port: int, most: int, idle_s: int, topic: str = "styleloop.feedback.v1"
+) -> list[dict]:
     """`styleloop events tail` from the start of the topic, as JSON records."""
     result = run_cli(
         "events", "tail", "--bootstrap", f"127.0.0.1:{port}", "--from-beginning",
-        "--max", str(most), "--timeout", str(idle_s),
+        "--max", str(most), "--timeout", str(idle_s), "--topic", topic,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     return [json.loads(line) for line in result.stdout.splitlines()]
@@ -171,7 +173,8 @@ def test_up_leaves_nothing_running_when_signalled(
     proc, base, out = start_up(tiny_models, drawn_catalog, tmp_path, "--limit", "4")
     started = children(proc.pid)
     try:
-        assert len(started) == 5, started  # broker, encoder, captioner, recommender, gateway
+        # broker, encoder, captioner, recommender, llm, gateway
+        assert len(started) == 6, started
         proc.send_signal(signum)
         proc.wait(60)
         wait_for(lambda: not any(alive(pid) for pid in started), 60)
@@ -182,7 +185,7 @@ def test_up_leaves_nothing_running_when_signalled(
                 os.kill(pid, signal.SIGKILL)
     if signum != signal.SIGKILL:
         assert proc.returncode == 0 and "stopped (" in out.read_text(), out.read_text()
-    ports = (*range(base, base + 5), *range(base + 100, base + 104))
+    ports = (*range(base, base + 6), *range(base + 100, base + 105))
     assert all(nobody_listens(p) for p in ports), out.read_text()
 
 
@@ -203,6 +206,10 @@ def test_up_runs_the_whole_stack_end_to_end(tiny_models: Path, drawn_catalog: Pa
                     line.strip(), shell=True, capture_output=True, text=True, timeout=60
                 )
                 assert done.returncode == 0, (line, done.stderr)
+                if "/v1/chat" in line:  # server-sent events, the last one the finish
+                    assert done.stdout.startswith("event: retrieved"), done.stdout
+                    assert "event: finish" in done.stdout.rsplit("\n\n", 2)[-2], done.stdout
+                    continue
                 answer = json.loads(done.stdout)
                 assert "results" in answer or answer.get("accepted") == 1, (line, answer)
 
@@ -246,6 +253,11 @@ def test_up_runs_the_whole_stack_end_to_end(tiny_models: Path, drawn_catalog: Pa
         event = read[accepted["event_ids"][0]]
         assert event["kind"] == "INTERACTION_KIND_REJECT" and event["user_id"] == "u1"
 
+        # The printed chat example's answer is on the chat topic, as the trainer reads it.
+        turns = tail_events(kafka_port, most=1, idle_s=15, topic="styleloop.chat.v1")
+        assert turns and turns[0]["user_id"] == "u1" and turns[0]["answer_id"]
+        assert turns[0]["model_id"] == "styleloop/tiny-qwen2"
+
         # The broker goes away: feedback is still accepted (spooled) ...
         os.kill(broker_pid(kafka_port), signal.SIGKILL)
         wait_for(lambda: nobody_listens(kafka_port), 30)
@@ -265,9 +277,9 @@ def test_up_runs_the_whole_stack_end_to_end(tiny_models: Path, drawn_catalog: Pa
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         proc.wait(60)
         stop(proc, 60)  # only if Ctrl-C did not stop it
-    ports = (base, base + 1, base + 2, gateway_port, kafka_port)
+    ports = (base, base + 1, base + 2, base + 5, gateway_port, kafka_port)
     assert all(nobody_listens(p) for p in ports), out.read_text()  # nothing left behind
-    for name in ("encoder", "captioner", "recommender", "gateway"):
+    for name in ("encoder", "captioner", "recommender", "llm", "gateway"):
         assert (tmp_path / "stack" / "logs" / f"{name}.log").stat().st_size > 0
     assert "e2e-trace-42" in (tmp_path / "stack" / "logs" / "recommender.log").read_text()
     assert os.path.exists(tmp_path / "stack" / "ingest" / "journal.jsonl")

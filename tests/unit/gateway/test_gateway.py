@@ -28,6 +28,7 @@ from tests.unit.recommender.conftest import start_recommender
 from tests.unit.recommender.test_recommender import catalog, upsert_request
 
 KEY = "test-key-1"
+CHAT = {"user_id": "u", "messages": [{"role": "user", "content": "m"}]}
 
 
 @dataclass
@@ -161,7 +162,9 @@ async def test_bad_requests_get_documented_statuses_and_json_errors(gateway: Gat
     )
     assert_error(not_an_image, 400, "IMAGE_UNREADABLE")  # the encoder's own reason
     assert_error(await client.get("/v1/nowhere"), 404, "NOT_FOUND")
-    chat = await client.post("/v1/chat", json={"user_id": "u1", "message": "hi"})
+    chat = await client.post(
+        "/v1/chat", json={"user_id": "u1", "messages": [{"role": "user", "content": "hi"}]}
+    )
     assert_error(chat, 503, "LLM_UNAVAILABLE")
     given = await client.get("/v1/items/no-such-item", headers={"X-Request-ID": "abc-123"})
     assert given.json()["request_id"] == "abc-123"
@@ -189,12 +192,9 @@ async def lone_gateway(tmp_path: Path, **overrides) -> AsyncIterator[httpx.Async
 
 async def test_rate_limit_answers_429_with_retry_after(tmp_path: Path):
     async with lone_gateway(tmp_path, rate_limit_per_minute=60, rate_limit_burst=2) as client:
-        statuses = [
-            (await client.post("/v1/chat", json={"user_id": "u", "message": "m"})).status_code
-            for _ in range(3)
-        ]
+        statuses = [(await client.post("/v1/chat", json=CHAT)).status_code for _ in range(3)]
         assert statuses[:2] == [503, 503]
-        limited = await client.post("/v1/chat", json={"user_id": "u", "message": "m"})
+        limited = await client.post("/v1/chat", json=CHAT)
         assert_error(limited, 429, "RATE_LIMITED")
         assert int(limited.headers["Retry-After"]) >= 1
         assert (await client.get("/healthz")).status_code == 200  # health is not limited

@@ -24,9 +24,9 @@ from kafka import KafkaConsumer
 
 from services.gateway.app import create_app
 from services.gateway.config import GatewaySettings
-from services.gateway.feedback import FeedbackSink
-from services.gateway.spool import QUARANTINED, Spool
 from styleloop.broker import TansuBroker
+from styleloop.runtime.producer import DurableProducer
+from styleloop.runtime.spool import QUARANTINED, Spool
 from styleloop.v1 import events_pb2
 from tests.conftest import ROOT, free_ports
 
@@ -78,8 +78,8 @@ def broker() -> AsyncIterator[TansuBroker]:
     broker.stop()
 
 
-def sink_for(broker: TansuBroker, spool_dir: Path, chunk: int = 1000) -> FeedbackSink:
-    return FeedbackSink(broker.bootstrap, TOPIC, spool_dir, 2.0, 0.2, chunk)
+def sink_for(broker: TansuBroker, spool_dir: Path, chunk: int = 1000) -> DurableProducer:
+    return DurableProducer(broker.bootstrap, TOPIC, spool_dir, 2.0, 0.2, chunk)
 
 
 async def test_a_torn_tail_through_the_http_api_delivers_every_accepted_event(
@@ -204,10 +204,10 @@ async def test_a_long_outage_drains_in_chunks_with_bounded_duplicates(
 DRAIN_SCRIPT = """
 import asyncio, sys
 from pathlib import Path
-from services.gateway.feedback import FeedbackSink
+from styleloop.runtime.producer import DurableProducer
 
 async def main():
-    sink = FeedbackSink(sys.argv[1], "styleloop.feedback.v1", Path(sys.argv[2]), 5.0, 1.0,
+    sink = DurableProducer(sys.argv[1], "styleloop.feedback.v1", Path(sys.argv[2]), 5.0, 1.0,
                         int(sys.argv[3]))
     total = sink.spool.count()
     while await sink.replay_once():
@@ -221,7 +221,7 @@ async def test_concurrent_publishers_with_a_flaky_broker_keep_each_users_order(
     tmp_path: Path, broker: TansuBroker
 ):
     broker.start()
-    sink = FeedbackSink(broker.bootstrap, TOPIC, tmp_path / "spool", 2.0, 0.05)
+    sink = DurableProducer(broker.bootstrap, TOPIC, tmp_path / "spool", 2.0, 0.05)
     real, rng = sink._produce, random.Random(7)
 
     def flaky(records):  # a slow broker that refuses about a third of the produce calls
@@ -260,8 +260,8 @@ async def test_concurrent_publishers_with_a_flaky_broker_keep_each_users_order(
 KILL_SCRIPT = """
 import asyncio, os, signal, sys
 from pathlib import Path
-from services.gateway import feedback, spool
-from services.gateway.feedback import FeedbackSink
+from styleloop.runtime import producer, spool
+from styleloop.runtime.producer import DurableProducer
 
 step = sys.argv[3]
 
@@ -280,9 +280,9 @@ def wrap(cls, name, when):
 if step == "after-read":
     wrap(spool.Spool, "head", "after")
 elif step == "before-produce":
-    wrap(FeedbackSink, "_produce", "before")
+    wrap(DurableProducer, "_produce", "before")
 elif step == "after-produce":
-    wrap(FeedbackSink, "_produce", "after")
+    wrap(DurableProducer, "_produce", "after")
 elif step == "after-delete":
     wrap(spool.Spool, "delete_through", "after")
 elif step == "mid-append":
@@ -295,7 +295,7 @@ elif step == "mid-append":
     spool.Spool._insert = staticmethod(torn)
 
 async def main():
-    sink = FeedbackSink(sys.argv[1], "styleloop.feedback.v1", Path(sys.argv[2]), 5.0, 1.0, 3)
+    sink = DurableProducer(sys.argv[1], "styleloop.feedback.v1", Path(sys.argv[2]), 5.0, 1.0, 3)
     if step == "mid-append":
         sink.spool.append([(b"u", b"never-accepted"), (b"u", b"never-accepted")])
     await sink.drain()

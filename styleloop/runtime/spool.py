@@ -9,7 +9,7 @@ which is the durable cursor: a crash mid-delivery re-sends at most one chunk.
 
 Nothing read back is ever fatal. A record whose checksum does not match, a database file
 that is not a database, and lines of the old JSON-lines spool that cannot be parsed are
-moved aside (quarantined) with a log line and ``gateway_feedback_spool_quarantined_total``,
+moved aside (quarantined) with a log line and ``styleloop_spool_quarantined_total``,
 and the rest is delivered. The folder is 0700 and the files 0600 (they hold user ids and
 queries); the folder is fsynced whenever a file in it is created, renamed or removed.
 """
@@ -33,12 +33,11 @@ from prometheus_client import Counter
 log = logging.getLogger(__name__)
 
 QUARANTINED = Counter(
-    "gateway_feedback_spool_quarantined_total",
+    "styleloop_spool_quarantined_total",
     "Spool entries moved aside because they could not be read back (record, file, line).",
     ["what"],
 )
 
-DB_NAME = "feedback.sqlite3"
 # The JSON-lines spool of earlier versions: imported once, then removed.
 LEGACY_NAMES = ("feedback.replaying", "feedback.spool")
 SCHEMA = """
@@ -90,11 +89,12 @@ def fsync_dir(path: Path) -> None:
 class Spool:
     """Thread-safe; every call is short and blocking (call it from a worker thread)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, name: str = "feedback") -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(directory, 0o700)
-        self.path = directory / DB_NAME
+        self.path = directory / f"{name}.sqlite3"
+        self.legacy_names = LEGACY_NAMES if name == "feedback" else ()
         self._lock = threading.Lock()
         self._db = self._open()
         self._import_legacy()
@@ -125,7 +125,7 @@ class Spool:
             return self._connect()
         except sqlite3.DatabaseError as exc:
             salvaged = self._salvage()
-            aside = self.path.with_name(f"{DB_NAME}.corrupt-{time.time_ns()}")
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{time.time_ns()}")
             for suffix in ("", "-wal", "-shm"):
                 source = Path(f"{self.path}{suffix}")
                 if source.exists():
@@ -157,7 +157,7 @@ class Spool:
     def _import_legacy(self) -> None:
         """Move the records of an old JSON-lines spool (replaying batch first) into the
         database; lines that do not parse are kept in ``feedback.spool.corrupt``."""
-        present = [self.directory / n for n in LEGACY_NAMES if (self.directory / n).exists()]
+        present = [self.directory / n for n in self.legacy_names if (self.directory / n).exists()]
         if not present:
             return
         records: list[Record] = []

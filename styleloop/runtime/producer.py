@@ -1,7 +1,7 @@
-"""Feedback events into Kafka with nothing lost.
+"""Events into Kafka with nothing lost (the gateway's feedback, the llm's chat turns).
 
 Events are produced with ``acks=all``, keyed by user id. When the broker cannot take
-them, they are appended to a durable spool (:mod:`services.gateway.spool`, SQLite with
+them, they are appended to a durable spool (:mod:`styleloop.runtime.spool`, SQLite with
 every append fsynced) and the caller still succeeds; a background task replays the spool
 in bounded chunks, in order, once the broker is back, forgetting each chunk only once it
 was acknowledged. While the spool holds anything, new events join its end, so order per
@@ -21,16 +21,16 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from services.gateway.spool import Record, Spool
+from styleloop.runtime.spool import Record, Spool
 
 log = logging.getLogger(__name__)
 
-PRODUCED = Counter("gateway_feedback_produced_total", "Feedback events the broker acknowledged.")
-SPOOLED = Counter("gateway_feedback_spooled_total", "Feedback events written to the spool.")
-SPOOL_DEPTH = Gauge("gateway_feedback_spool_events", "Feedback events waiting in the spool.")
+PRODUCED = Counter("styleloop_events_produced_total", "Events the broker acknowledged.", ["topic"])
+SPOOLED = Counter("styleloop_events_spooled_total", "Events written to the spool.", ["topic"])
+SPOOL_DEPTH = Gauge("styleloop_events_spool_events", "Events waiting in the spool.", ["topic"])
 
 
-class FeedbackSink:
+class DurableProducer:
     def __init__(
         self,
         bootstrap: str,
@@ -39,6 +39,7 @@ class FeedbackSink:
         timeout_s: float,
         interval_s: float,
         chunk_size: int = 1000,
+        name: str = "feedback",
     ) -> None:
         self.bootstrap, self.topic, self.timeout_s, self.interval_s = (
             bootstrap,
@@ -47,7 +48,7 @@ class FeedbackSink:
             interval_s,
         )
         self.chunk_size = chunk_size
-        self.spool = Spool(spool_dir)
+        self.spool = Spool(spool_dir, name)
         self._producer: Any = None
         # Serialises the decision "spool or produce" of concurrent publishes.
         self._lock = asyncio.Lock()
@@ -56,7 +57,7 @@ class FeedbackSink:
         self._replayer: asyncio.Task[None] | None = None
         depth = self.spool.count()
         self._pending = depth > 0  # new events join the spool's end while it holds any
-        SPOOL_DEPTH.set(depth)
+        SPOOL_DEPTH.labels(self.topic).set(depth)
 
     # ---------------------------------------------------------------- broker side (thread)
 
@@ -121,8 +122,8 @@ class FeedbackSink:
 
     async def _append(self, records: list[Record]) -> None:
         await self._spool(self.spool.append, records)
-        SPOOLED.inc(len(records))
-        SPOOL_DEPTH.inc(len(records))
+        SPOOLED.labels(self.topic).inc(len(records))
+        SPOOL_DEPTH.labels(self.topic).inc(len(records))
 
     async def publish(self, records: list[Record]) -> bool:
         """Returns True when the records went to the spool instead of the broker.
@@ -147,7 +148,7 @@ class FeedbackSink:
                 await self._append(records)
                 self._pending = True
                 return True
-        PRODUCED.inc(len(records))
+        PRODUCED.labels(self.topic).inc(len(records))
         return False
 
     async def replay_once(self) -> int:
@@ -159,7 +160,7 @@ class FeedbackSink:
             async with self._lock:  # nothing spooled arrived since the read: direct again
                 if not await self._spool(self.spool.head, 1):
                     self._pending = False
-                    SPOOL_DEPTH.set(0)
+                    SPOOL_DEPTH.labels(self.topic).set(0)
             return 0
         records = [(e.key, e.value) for e in chunk]
         try:
@@ -167,8 +168,8 @@ class FeedbackSink:
         except Exception:  # noqa: BLE001 - still down; try again later
             return 0
         await self._spool(self.spool.delete_through, chunk[-1].seq)
-        SPOOL_DEPTH.dec(len(records))
-        PRODUCED.inc(len(records))
+        SPOOL_DEPTH.labels(self.topic).dec(len(records))
+        PRODUCED.labels(self.topic).inc(len(records))
         log.info("spooled feedback delivered", extra={"events": len(records)})
         return len(records)
 

@@ -1,0 +1,117 @@
+"""The in-process backend: chats decoded together give what each gives alone; a cancelled
+chat stops and frees its slot; too many chats are refused; LoRA adapters serve side by
+side in one batch, each chat on the adapter it started with."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from services.llm.backends import Finished, GenerationRequest
+from services.llm.backends.local import ACTIVE, STEP_BATCH, LocalBackend
+from services.llm.cards import CardItem, build_messages
+from styleloop.runtime.errors import ResourceExhausted
+
+QUESTIONS = ("puma tee", "a red skirt for summer please", "what goes with white sneakers?")
+
+
+def request(question: str, tokens: int = 16, adapter_id: str = "") -> GenerationRequest:
+    items = [CardItem(str(n), title=f"{question} {n}", brand="Puma") for n in range(3)]
+    return GenerationRequest(build_messages(question, items), 3, tokens, adapter_id=adapter_id)
+
+
+async def collect(backend: LocalBackend, req: GenerationRequest) -> tuple[str, Finished]:
+    text = []
+    async for piece in backend.generate(req):
+        if isinstance(piece, Finished):
+            return "".join(text), piece
+        text.append(piece)
+    raise AssertionError("no Finished")
+
+
+@pytest.fixture
+async def backend(tiny_models: Path):
+    b = LocalBackend(tiny_models / "llm", model_id="tiny", model_version="v", max_waiting=4)
+    await b.start()
+    yield b
+    await b.stop()
+
+
+async def test_chats_decoded_together_answer_as_they_do_alone(backend: LocalBackend):
+    alone = [await collect(backend, request(q)) for q in QUESTIONS]
+    before = STEP_BATCH._sum.get()
+    together = await asyncio.gather(*(collect(backend, request(q)) for q in QUESTIONS))
+    assert [t for t, _ in together] == [t for t, _ in alone]
+    assert [f.completion_tokens for _, f in together] == [f.completion_tokens for _, f in alone]
+    # They really shared steps: more than one chat per decoding step on average.
+    steps = sum(f.completion_tokens for _, f in together)
+    assert STEP_BATCH._sum.get() - before >= steps - len(QUESTIONS) > 0
+
+
+async def test_a_cancelled_chat_stops_generating_and_frees_its_slot(backend: LocalBackend):
+    long = request(QUESTIONS[0], tokens=400)
+    stream = backend.generate(long)
+    assert isinstance(await anext(stream), str)  # generating
+    assert ACTIVE._value.get() == 1
+    await stream.aclose()  # the client went away
+    assert ACTIVE._value.get() == 0
+    started = time.monotonic()
+    text, finish = await collect(backend, request(QUESTIONS[1], tokens=8))
+    assert finish.reason in ("stop", "length") and time.monotonic() - started < 30
+
+
+async def test_a_deadline_cancels_the_generation(backend: LocalBackend):
+    async def consume() -> None:
+        await collect(backend, request(QUESTIONS[0], tokens=400))
+
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(consume(), 0.3)
+    await asyncio.sleep(0.2)
+    assert ACTIVE._value.get() == 0
+
+
+async def test_more_chats_than_the_queue_holds_are_refused(backend: LocalBackend):
+    streams = [backend.generate(request(q, tokens=300)) for q in (*QUESTIONS, "x")]
+    for s in streams:
+        await anext(s)
+    with pytest.raises(ResourceExhausted) as refused:
+        await anext(backend.generate(request("one too many")))
+    assert refused.value.reason == "LLM_BUSY"
+    for s in streams:
+        await s.aclose()
+
+
+def make_adapter(tiny_models: Path, out: Path, seed: int) -> Path:
+    """A LoRA adapter for the tiny model with random (non-zero) weights."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(tiny_models / "llm")
+    config = LoraConfig(
+        r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+    )
+    get_peft_model(model, config).save_pretrained(out)
+    return out
+
+
+async def test_adapters_serve_side_by_side_each_chat_on_its_own(
+    backend: LocalBackend, tiny_models: Path, tmp_path: Path
+):
+    base_alone = await collect(backend, request(QUESTIONS[0]))
+    await backend.load_adapter("a1", make_adapter(tiny_models, tmp_path / "a1", 1))
+    await backend.load_adapter("a2", make_adapter(tiny_models, tmp_path / "a2", 2))
+    one = await collect(backend, request(QUESTIONS[0], adapter_id="a1"))
+    two = await collect(backend, request(QUESTIONS[0], adapter_id="a2"))
+    assert len({base_alone[0], one[0], two[0]}) == 3  # the adapters change the answer
+    mixed = await asyncio.gather(
+        collect(backend, request(QUESTIONS[0])),
+        collect(backend, request(QUESTIONS[0], adapter_id="a1")),
+        collect(backend, request(QUESTIONS[0], adapter_id="a2")),
+    )
+    assert [m[0] for m in mixed] == [base_alone[0], one[0], two[0]]
+    assert [m[1].adapter_id for m in mixed] == ["", "a1", "a2"]
