@@ -33,12 +33,7 @@ def token_matches(metadata: Sequence[tuple[str, Any]] | None, token: str) -> boo
     return hmac.compare_digest(str(given).encode(), f"Bearer {token}".encode())
 
 
-class _AddToken(
-    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[misc]
-    grpc.aio.StreamUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.aio.StreamStreamClientInterceptor,  # type: ignore[misc]
-):
+class _Token:
     def __init__(self, token: str) -> None:
         self.header = bearer(token)
 
@@ -48,20 +43,31 @@ class _AddToken(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )
 
+
+# One class per call kind: a grpc.aio channel files each interceptor under the first kind
+# it is an instance of, so one class of all four kinds would only see unary-unary calls.
+class _UnaryUnaryToken(_Token, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     async def intercept_unary_unary(self, continuation: Callable, details, request):  # type: ignore[no-untyped-def, type-arg]
         return await continuation(self._details(details), request)
 
+
+class _UnaryStreamToken(_Token, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
     async def intercept_unary_stream(self, continuation: Callable, details, request):  # type: ignore[no-untyped-def, type-arg]
         return await continuation(self._details(details), request)
 
+
+class _StreamUnaryToken(_Token, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
     async def intercept_stream_unary(self, continuation: Callable, details, iterator):  # type: ignore[no-untyped-def, type-arg]
         return await continuation(self._details(details), iterator)
 
+
+class _StreamStreamToken(_Token, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
     async def intercept_stream_stream(self, continuation: Callable, details, iterator):  # type: ignore[no-untyped-def, type-arg]
         return await continuation(self._details(details), iterator)
 
 
 def aio_channel(address: str, token: str = "", **options: Any) -> grpc.aio.Channel:
     """An asyncio channel that sends ``token`` (when set) on every call."""
-    interceptors = [_AddToken(token)] if token else None
+    kinds = (_UnaryUnaryToken, _UnaryStreamToken, _StreamUnaryToken, _StreamStreamToken)
+    interceptors = [kind(token) for kind in kinds] if token else None
     return grpc.aio.insecure_channel(address, interceptors=interceptors, **options)

@@ -15,7 +15,7 @@ from services.gateway.app import create_app
 from services.gateway.config import GatewaySettings
 from styleloop.broker import TansuBroker
 from tests.conftest import free_ports
-from tests.unit.llm.test_chat_service import Chat, chat  # noqa: F401 - the llm stack fixture
+from tests.unit.llm.test_chat_service import TOKEN, Chat, chat  # noqa: F401 - the llm stack
 
 PUMA = "Can you recommend clothes based on Puma fall 2011?"
 
@@ -27,6 +27,7 @@ async def client(chat: Chat, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]
     settings = GatewaySettings(
         recommender_addr=chat.recommender_address,
         llm_addr=chat.address,
+        service_token=TOKEN,
         allow_anonymous=True,
         kafka_bootstrap=broker.bootstrap,
         kafka_timeout_s=2,
