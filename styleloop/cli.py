@@ -503,6 +503,7 @@ def cmd_events_tail(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from styleloop import eval_chat
     from styleloop.models.presets import PRESETS
 
     parser = argparse.ArgumentParser(
@@ -724,6 +725,7 @@ def build_parser() -> argparse.ArgumentParser:
     retrieval.add_argument("--json", type=Path, help="also write the results as JSON")
     retrieval.add_argument("--no-progress", action="store_true")
     retrieval.set_defaults(func=cmd_eval_retrieval)
+    eval_chat.register(eval_commands)
 
     up = commands.add_parser(
         "up",

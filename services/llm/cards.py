@@ -13,6 +13,7 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from services.llm.backends import Role
 
@@ -50,6 +51,13 @@ class CardItem:
 
     def value(self, field: str) -> str:
         return str(getattr(self, field, ""))
+
+    @classmethod
+    def from_mapping(cls, item: Mapping[str, Any], score: float = 0.0) -> CardItem:
+        """A card from a catalog row's item fields (``styleloop.catalog``)."""
+        names = {f for f in cls.__dataclass_fields__ if f not in ("price", "score")}
+        values = {k: str(item.get(k) or "") for k in names}
+        return cls(**values, price=float(item.get("price") or 0.0), score=score)
 
 
 def clean(text: str, limit: int = FIELD_LIMIT) -> str:
