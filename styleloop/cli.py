@@ -503,7 +503,7 @@ def cmd_events_tail(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from styleloop import eval_chat
+    from styleloop import eval_chat, train_stylist
     from styleloop.models.presets import PRESETS
 
     parser = argparse.ArgumentParser(
@@ -685,7 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_recommender.add_argument("--json", type=Path, help="also write the figures as JSON")
     bench_recommender.set_defaults(func=cmd_bench_recommender)
 
-    train = commands.add_parser("train", help="train StyleLoop's own heads")
+    train = commands.add_parser("train", help="train StyleLoop's own heads and LLM adapters")
     train_commands = train.add_subparsers(dest="train_command", required=True, metavar="WHAT")
     align = train_commands.add_parser(
         "align",
@@ -712,6 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     align.add_argument("--no-progress", action="store_true")
     align.set_defaults(func=cmd_train_align)
+    train_stylist.register(train_commands)
 
     evaluate = commands.add_parser("eval", help="measure quality")
     eval_commands = evaluate.add_subparsers(dest="eval_command", required=True, metavar="WHAT")
