@@ -300,7 +300,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 "document cannot state (reason BAD_PAGE_TOKEN: a page_token this service did "
                 "not issue for this call; BAD_FILTER: min_price above max_price; IMAGE_EMPTY, "
                 "IMAGE_UNREADABLE, IMAGE_CORRUPT, IMAGE_FORMAT_UNSUPPORTED, "
-                "IMAGE_TOO_MANY_PIXELS: the photo's bytes).",
+                "IMAGE_TOO_MANY_PIXELS: the photo's bytes; EMPTY_MESSAGE, LAST_NOT_USER: a chat's "
+                "last message must be the shopper's and not blank; PROMPT_TOO_LONG: a "
+                "conversation over the model's prompt budget).",
             },
             401: {"model": ErrorBody, "description": "No valid X-API-Key"},
             413: {"model": ErrorBody, "description": "Body over the limit"},

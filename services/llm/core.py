@@ -298,8 +298,18 @@ class ChatCore:
         items: list[CardItem] = []
         if not plan.knows_nothing_fits:
             items, plan = await self.retrieve(request, plan, size)
-        yield Retrieved(items)
         adapter_id = self.adapter()
+        prompt = build_messages(request.messages[-1].content, items) if items else ()
+        generation = GenerationRequest(
+            messages=prompt,
+            cards=len(items),
+            max_new_tokens=request.max_new_tokens or self.settings.default_max_new_tokens,
+            temperature=request.temperature,
+            adapter_id=adapter_id,
+        )
+        if items:
+            self.backend.check(generation)  # before the stream starts: a plain error
+        yield Retrieved(items)
         if not items:
             text = no_items_text(plan)
             yield TextDelta(text)
@@ -324,14 +334,6 @@ class ChatCore:
             yield Finish("no_items", answer_id, adapter_id)
             return
 
-        prompt = build_messages(request.messages[-1].content, items)
-        generation = GenerationRequest(
-            messages=prompt,
-            cards=len(items),
-            max_new_tokens=request.max_new_tokens or self.settings.default_max_new_tokens,
-            temperature=request.temperature,
-            adapter_id=adapter_id,
-        )
         state = CitationState(len(items))
         referenced: set[int] = set()
         pieces: list[str] = []

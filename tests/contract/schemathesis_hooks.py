@@ -1,10 +1,11 @@
 """Schemathesis hooks for the gateway's contract run (``SCHEMATHESIS_HOOKS``).
 
 JSON Schema cannot say that a ``page_token`` must be one the server issued, that
-``min_price`` may not exceed ``max_price``, or that an upload's bytes must decode as the
-photo its part claims to be. For exactly those rules the gateway answers 400 with a
-documented ``reason``; this check is the built-in ``positive_data_acceptance`` with those
-answers (and only those) accepted. Any other 400 to schema-valid data still fails.
+``min_price`` may not exceed ``max_price``, that an upload's bytes must decode as the
+photo its part claims to be, or that a chat's last message is the shopper's and not
+blank. For exactly those rules the gateway answers 400 with a documented ``reason``; this
+check is the built-in ``positive_data_acceptance`` with those answers (and only those)
+accepted. Any other 400 to schema-valid data still fails.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ SEMANTIC_REASONS = frozenset(
         "IMAGE_FORMAT_UNSUPPORTED",  # an image in another format than its part says
         "IMAGE_TOO_MANY_PIXELS",  # a decompression bomb
         "IMAGE_EMPTY",  # an empty part (minLength cannot bound binary parts for every tool)
+        "EMPTY_MESSAGE",  # a chat whose last message is blank
+        "LAST_NOT_USER",  # a chat whose last message is not the shopper's
+        "PROMPT_TOO_LONG",  # a conversation over the model's prompt budget
     }
 )
 

@@ -42,6 +42,10 @@ class Backend(Protocol):
 
     async def stop(self) -> None: ...
 
+    def check(self, request: GenerationRequest) -> None:
+        """Raise ``InvalidArgument`` (``PROMPT_TOO_LONG``) for a prompt over the budget."""
+        ...
+
     def generate(self, request: GenerationRequest) -> AsyncIterator[str | Finished]:
         """Text pieces as they are decoded, then one :class:`Finished`. Closing the
         iterator early cancels the generation and frees its slot."""

@@ -50,6 +50,12 @@ PREFILL_SECONDS = Histogram(
 ACTIVE = Gauge("llm_active_generations", "Chats being decoded or waiting to be.")
 
 PLAIN_TEMPLATE = "{system}\n\n{user}\n\nAnswer:"
+PREFIXES_KEPT = 8
+
+
+def _key_values(cache: Any) -> list[tuple[Any, Any]]:
+    """Each layer's keys and values of a DynamicCache."""
+    return [(layer.keys, layer.values) for layer in cache.layers]
 
 
 def render_prompt(tokenizer: Any, messages: Sequence[tuple[str, str]]) -> str:
@@ -76,6 +82,7 @@ def token_texts(tokenizer: Any) -> list[str]:
 class _Chat:
     request: GenerationRequest
     prompt_ids: list[int]
+    prefix_length: int
     loop: asyncio.AbstractEventLoop
     out: asyncio.Queue[str | Finished | BaseException]
     state: CitationState
@@ -107,6 +114,7 @@ class LocalBackend:
         repetition_penalty: float = 1.1,
         threads: int = 0,
         require_citation: bool = True,
+        prefix_cache: bool = True,
     ) -> None:
         self.model_dir = model_dir
         self.model_id, self.model_version = model_id, model_version
@@ -116,6 +124,9 @@ class LocalBackend:
         self.repetition_penalty = repetition_penalty
         self.threads = threads
         self.require_citation = require_citation
+        self.prefix_cache = prefix_cache
+        # Keys and values of system messages, by (adapter, tokens): computed once each.
+        self._prefixes: dict[tuple[str, tuple[int, ...]], list[tuple[Any, Any]]] = {}
         self._incoming: queue.Queue[_Chat] = queue.Queue()
         # Work that changes the model (loading an adapter) runs between steps, here.
         self._commands: queue.Queue[tuple[Callable[[], None], concurrent.futures.Future[None]]] = (
@@ -235,26 +246,47 @@ class LocalBackend:
 
     # ------------------------------------------------------------------ API
 
-    def count_tokens(self, request: GenerationRequest) -> int:
-        return len(self._prompt_ids(request))
+    def check(self, request: GenerationRequest) -> None:
+        """Refuse a prompt over the budget before anything is streamed."""
+        count = len(self._prompt_ids(request))
+        if count > self.max_prompt_tokens:
+            raise InvalidArgument(
+                f"the prompt is {count} tokens; the most is {self.max_prompt_tokens}",
+                reason="PROMPT_TOO_LONG",
+            )
 
-    def _prompt_ids(self, request: GenerationRequest) -> list[int]:
-        text = render_prompt(self.tokenizer, request.messages)
+    def _encode(self, text: str) -> list[int]:
         ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         bos = self.tokenizer.bos_token_id
         if not getattr(self.tokenizer, "chat_template", None) and bos is not None:
             ids = [bos, *ids]
         return ids
 
+    def _prompt_ids(self, request: GenerationRequest) -> list[int]:
+        return self._encode(render_prompt(self.tokenizer, request.messages))
+
+    def _prefix_length(self, request: GenerationRequest, ids: list[int]) -> int:
+        """How many leading tokens are the system message alone (the same for every chat,
+        so its keys and values are computed once); 0 when that is not a clean prefix."""
+        if not self.prefix_cache or request.messages[0][0] != "system":
+            return 0
+        system = request.messages[:1]
+        if getattr(self.tokenizer, "chat_template", None):
+            text = self.tokenizer.apply_chat_template(
+                [{"role": r, "content": c} for r, c in system], tokenize=False
+            )
+        else:
+            text = render_prompt(self.tokenizer, system).rsplit("\n\n", 1)[0]
+        prefix = self._encode(str(text))
+        if len(prefix) < len(ids) and ids[: len(prefix)] == prefix:
+            return len(prefix)
+        return 0
+
     async def generate(self, request: GenerationRequest) -> AsyncIterator[str | Finished]:
         if self._worker is None:
             raise RuntimeError("the backend is not started")
+        self.check(request)
         ids = self._prompt_ids(request)
-        if len(ids) > self.max_prompt_tokens:
-            raise InvalidArgument(
-                f"the prompt is {len(ids)} tokens; the most is {self.max_prompt_tokens}",
-                reason="PROMPT_TOO_LONG",
-            )
         with self._lock:
             if self._waiting >= self.max_waiting:
                 raise ResourceExhausted(
@@ -265,6 +297,7 @@ class LocalBackend:
         chat = _Chat(
             request=request,
             prompt_ids=ids,
+            prefix_length=self._prefix_length(request, ids),
             loop=asyncio.get_running_loop(),
             out=asyncio.Queue(),
             state=CitationState(request.cards),
@@ -325,11 +358,26 @@ class LocalBackend:
         from transformers import DynamicCache
 
         started = time.perf_counter()
-        ids = torch.tensor([chat.prompt_ids], device=self.device)
+        known = chat.prefix_length
+        key = (chat.request.adapter_id, tuple(chat.prompt_ids[:known]))
+        prefix = self._prefixes.pop(key, None) if known else None
+        if known and prefix is None:  # the first chat with this system message
+            first = DynamicCache(config=self.model.config)
+            head = torch.tensor([chat.prompt_ids[:known]], device=self.device)
+            self._forward([chat], input_ids=head, use_cache=True, **{self._cache_arg: first})
+            prefix = _key_values(first)
         cache = DynamicCache(config=self.model.config)
+        if prefix is not None:
+            self._prefixes[key] = prefix  # most recently used last
+            while len(self._prefixes) > PREFIXES_KEPT:
+                self._prefixes.pop(next(iter(self._prefixes)))
+            layers: list[Any] = list(cache.layers)
+            for layer, (keys, values) in zip(layers, prefix, strict=True):
+                layer.lazy_initialization(keys, values)
+                layer.keys, layer.values = keys, values  # never changed in place: cat copies
+        ids = torch.tensor([chat.prompt_ids[known:]], device=self.device)
         out = self._forward([chat], input_ids=ids, use_cache=True, **{self._cache_arg: cache})
-        layers: list[Any] = list(cache.layers)  # updated in place by the forward pass
-        chat.cache = [(layer.keys, layer.values) for layer in layers]
+        chat.cache = _key_values(cache)
         chat.length = len(chat.prompt_ids)
         PREFILL_SECONDS.observe(time.perf_counter() - started)
         self._choose(chat, out.logits[0, -1])

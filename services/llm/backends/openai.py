@@ -29,7 +29,7 @@ from services.llm.backends import Finished, GenerationRequest
 from services.llm.backends.local import render_prompt, token_texts
 from services.llm.config import LlmSettings
 from services.llm.grounding import CitationRules, CitationState
-from styleloop.runtime.errors import FailedPrecondition, Unavailable
+from styleloop.runtime.errors import FailedPrecondition, InvalidArgument, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +188,15 @@ class OpenAIBackend:
             raise Unavailable(
                 f"the LLM server is unavailable ({type(exc).__name__})", reason="LLM_UNAVAILABLE"
             ) from None
+
+    def check(self, request: GenerationRequest) -> None:
+        """Refuse a prompt over the budget before anything is streamed."""
+        count = self._count(render_prompt(self.tokenizer, request.messages))
+        if count > self.settings.max_prompt_tokens:
+            raise InvalidArgument(
+                f"the prompt is {count} tokens; the most is {self.settings.max_prompt_tokens}",
+                reason="PROMPT_TOO_LONG",
+            )
 
     def _must_cite(self, request: GenerationRequest, state: CitationState) -> list[int]:
         needed = self.settings.require_citation and request.cards > 0 and state.cited == 0

@@ -51,6 +51,21 @@ async def test_chats_decoded_together_answer_as_they_do_alone(backend: LocalBack
     assert STEP_BATCH._sum.get() - before >= steps - len(QUESTIONS) > 0
 
 
+async def test_the_system_message_is_read_once_and_answers_do_not_change(
+    backend: LocalBackend, tiny_models: Path
+):
+    cached = [await collect(backend, request(q)) for q in QUESTIONS]
+    assert len(backend._prefixes) == 1  # one system message, read once
+    plain = LocalBackend(tiny_models / "llm", model_id="t", model_version="v", prefix_cache=False)
+    await plain.start()
+    try:
+        uncached = [await collect(plain, request(q)) for q in QUESTIONS]
+    finally:
+        await plain.stop()
+    assert [t for t, _ in cached] == [t for t, _ in uncached]
+    assert not plain._prefixes
+
+
 async def test_a_cancelled_chat_stops_generating_and_frees_its_slot(backend: LocalBackend):
     long = request(QUESTIONS[0], tokens=400)
     stream = backend.generate(long)
