@@ -179,6 +179,40 @@ An error once the stream has started is an `error` event (`{"reason", "message",
 "request_id"}`) and ends it; errors before it are the usual JSON error responses."""
 
 
+SSE_EVENTS: dict[str, type[Any]] = {
+    "retrieved": ChatRetrieved,
+    "text": ChatText,
+    "reference": ChatReference,
+    "finish": ChatFinishOut,
+    "error": ErrorBody,
+}
+
+
+def sse_schema(components: dict[str, Any]) -> dict[str, Any]:
+    """One server-sent event of a chat, as OpenAPI 3.1 describes an event stream's items:
+    its name, and its ``data`` as JSON of that event's schema."""
+    variants = []
+    for name, model in SSE_EVENTS.items():
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(schema.pop("$defs", {}))
+        components.setdefault(model.__name__, schema)
+        variants.append(
+            {
+                "type": "object",
+                "required": ["event", "data"],
+                "properties": {
+                    "event": {"const": name},
+                    "data": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": {"$ref": f"#/components/schemas/{model.__name__}"},
+                    },
+                },
+            }
+        )
+    return {"oneOf": variants}
+
+
 def sse(event: str, payload: Any) -> bytes:
     data = payload.model_dump_json() if hasattr(payload, "model_dump_json") else json.dumps(payload)
     return f"event: {event}\ndata: {data}\n\n".encode()
@@ -703,6 +737,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             }
             ref = body["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[-1]
             spec["components"]["schemas"][ref]["properties"]["image"]["minLength"] = 1
+            stream = spec["paths"]["/v1/chat"]["post"]["responses"]["200"]["content"]
+            stream["text/event-stream"]["schema"] = sse_schema(spec["components"]["schemas"])
             app.openapi_schema = spec
         return app.openapi_schema
 
