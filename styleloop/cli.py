@@ -503,7 +503,7 @@ def cmd_events_tail(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from styleloop import eval_chat, train_stylist
+    from styleloop import bench_llm, eval_chat, train_stylist
     from styleloop.models.presets import PRESETS
 
     parser = argparse.ArgumentParser(
@@ -684,6 +684,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench_recommender.add_argument("--json", type=Path, help="also write the figures as JSON")
     bench_recommender.set_defaults(func=cmd_bench_recommender)
+    bench_llm.register(bench_commands)
 
     train = commands.add_parser("train", help="train StyleLoop's own heads and LLM adapters")
     train_commands = train.add_subparsers(dest="train_command", required=True, metavar="WHAT")
