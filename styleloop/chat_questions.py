@@ -69,8 +69,19 @@ class Question:
     answerable: bool = True
 
     def meets(self, item: Mapping[str, Any]) -> bool:
-        """Whether an item meets every constraint the question asks for."""
-        return all(str(item.get(f, "")) in values for f, values in self.constraints.items())
+        """Whether an item meets every constraint the question asks for. A brand is met by
+        the brand's family too ("Arrow" by "Arrow Sport", "ADIDAS" by "ADIDAS Originals"),
+        as a shopper means it."""
+        return all(
+            _meets(f, str(item.get(f, "")), values) for f, values in self.constraints.items()
+        )
+
+
+def _meets(field_name: str, value: str, allowed: Sequence[str]) -> bool:
+    if field_name == "brand":
+        low = value.lower()
+        return any(low == a.lower() or low.startswith(a.lower() + " ") for a in allowed)
+    return value in allowed
 
 
 def _bucket(kind: str, key: Sequence[str]) -> Split:

@@ -214,7 +214,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"  curl -sN -X POST {url}/v1/chat -H 'Content-Type: application/json' "
             f"-d '{json.dumps(chat)}'\n"
             f"  .venv/bin/styleloop events tail --bootstrap {broker.bootstrap} --from-beginning\n"
-            f"LLM: {llm.address} (LlmService; chat-turn events on styleloop.chat.v1)\n"
+            f"LLM: {llm.address} (LlmService; chat-turn events on styleloop.chat.v1), "
+            f"{_serving_adapter(state_dir / 'adapters')}\n"
             "Running on 127.0.0.1: "
             + ", ".join(f"{s.name} {s.address}" for s in services)
             + f", Kafka {broker.bootstrap}; logs in {state_dir / 'logs'}."
@@ -229,6 +230,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP: stopped in order
         _out(f"stopped ({exc})" if str(exc) else "stopped")
     return 0
+
+
+def _serving_adapter(adapters_dir: Path) -> str:
+    from services.llm.adapters import AdapterRegistry
+
+    active = AdapterRegistry(adapters_dir).read_active()
+    if active:
+        return f"serving adapter {active}"
+    return "serving the base model (`styleloop train stylist` makes an adapter)"
 
 
 def _chat_example(rows: Sequence[Any]) -> str:

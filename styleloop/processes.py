@@ -23,7 +23,7 @@ PR_SET_PDEATHSIG = 1
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP arrived; handled like Ctrl-C."""
+    """SIGTERM, SIGHUP or SIGINT arrived; handled like Ctrl-C."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
@@ -67,10 +67,14 @@ def stop(process: subprocess.Popen[Any] | None, grace_s: float = 15.0) -> None:
 
 @contextlib.contextmanager
 def stop_on_signals(*signums: int) -> Iterator[None]:
-    """Inside the block, the first SIGTERM/SIGHUP (or the given signals) raises
+    """Inside the block, the first SIGTERM/SIGHUP/SIGINT (or the given signals) raises
     :class:`Terminated` in the main thread; later ones are ignored, so a second signal
-    cannot cut the ordered stop short. The previous handlers come back afterwards."""
-    wanted = signums or (signal.SIGTERM, signal.SIGHUP)
+    cannot cut the ordered stop short. The previous handlers come back afterwards.
+
+    SIGINT is handled here too, not left to Python: a process started in the background
+    of a non-interactive shell inherits SIGINT ignored, and Ctrl-C (or ``kill -INT``)
+    must still stop it."""
+    wanted = signums or (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
     received: list[int] = []
 
     def handler(signum: int, _frame: object) -> None:

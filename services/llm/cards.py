@@ -103,7 +103,12 @@ def build_messages(question: str, items: Sequence[CardItem]) -> tuple[tuple[Role
 def reason_for(item: CardItem, constraints: Mapping[str, Sequence[str]]) -> str:
     """Why an item is recommended, in a short phrase built from catalog facts only: the
     constraints it meets, else what it is."""
-    met = [item.value(f) for f, values in constraints.items() if item.value(f) in values]
+    order = ("brand", "gender", "colour", "article_type", "category", "usage", "season", "year")
+    met = [
+        item.value(f)
+        for f in sorted(constraints, key=lambda f: order.index(f) if f in order else len(order))
+        if item.value(f) in constraints[f]
+    ]
     if met:
         return "matches " + ", ".join(dict.fromkeys(met))
     described = " ".join(v for v in (item.colour, item.article_type) if v) or item.title

@@ -23,8 +23,11 @@ class LlmSettings(ServiceSettings):
         "(vLLM, `transformers serve`) at OPENAI_BASE_URL.",
     )
     llm_device: Literal["auto", "cpu", "cuda"] = "auto"
-    llm_dtype: Literal["float32", "bfloat16", "float16"] = Field(
-        default="float32", description="Weights' type (bfloat16 halves the bytes a token reads)."
+    llm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto",
+        description="Weights' type. auto: bfloat16 on CUDA and on CPUs with bf16 matrix "
+        "instructions (measured here: 2.6x faster prefill, 1.9x faster decoding), else "
+        "float32.",
     )
     llm_threads: int = Field(default=0, ge=0, description="torch threads; 0 keeps torch's own.")
     max_batch_size: int = Field(

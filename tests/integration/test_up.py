@@ -116,7 +116,7 @@ def wait_for(predicate, timeout_s: float = 300) -> None:
 
 
 def start_up(
-    tiny_models: Path, catalog: Path, tmp_path: Path, *extra: str
+    tiny_models: Path, catalog: Path, tmp_path: Path, *extra: str, ignore_sigint: bool = False
 ) -> tuple[subprocess.Popen[bytes], int, Path]:
     """`styleloop up` as a process that dies with the test session; returns it, its base
     port (gateway +3, Kafka +4) and the file its output goes to, once it is running."""
@@ -127,8 +127,11 @@ def start_up(
     args += ["--kafka-port", str(base + 4), "--no-progress", *extra]
     out = tmp_path / "up.out"
     with out.open("w") as log:
+        command = [sys.executable, "-m", "styleloop.cli", *args]
+        if ignore_sigint:  # as a background job of a non-interactive shell starts it
+            command = ["bash", "-c", "trap '' INT; exec \"$@\"", "bash", *command]
         proc = spawn(
-            [sys.executable, "-m", "styleloop.cli", *args],
+            command,
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -164,13 +167,16 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL, signal.SIGINT])
 def test_up_leaves_nothing_running_when_signalled(
     tiny_models: Path, drawn_catalog: Path, tmp_path: Path, signum: int
 ):
-    """A process manager's SIGTERM, a closed terminal's SIGHUP, or SIGKILL of `up`: no
-    service, no broker and no listening port is left behind."""
-    proc, base, out = start_up(tiny_models, drawn_catalog, tmp_path, "--limit", "4")
+    """A process manager's SIGTERM, a closed terminal's SIGHUP, SIGKILL of `up`, or
+    SIGINT to an `up` started in the background of a script (which inherits SIGINT
+    ignored): no service, no broker and no listening port is left behind."""
+    proc, base, out = start_up(
+        tiny_models, drawn_catalog, tmp_path, "--limit", "4", ignore_sigint=signum == signal.SIGINT
+    )
     started = children(proc.pid)
     try:
         # broker, encoder, captioner, recommender, llm, gateway

@@ -53,6 +53,20 @@ PLAIN_TEMPLATE = "{system}\n\n{user}\n\nAnswer:"
 PREFIXES_KEPT = 8
 
 
+def auto_dtype(device: str) -> str:
+    """bfloat16 where the hardware multiplies it natively (CUDA; CPUs with AVX-512 BF16 or
+    AMX, via oneDNN), else float32."""
+    import torch
+
+    if device.startswith("cuda"):
+        return "bfloat16"
+    try:
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        native = False
+    return "bfloat16" if native else "float32"
+
+
 def _key_values(cache: Any) -> list[tuple[Any, Any]]:
     """Each layer's keys and values of a DynamicCache."""
     return [(layer.keys, layer.values) for layer in cache.layers]
@@ -107,7 +121,7 @@ class LocalBackend:
         model_id: str,
         model_version: str,
         device: str = "cpu",
-        dtype: str = "float32",
+        dtype: str = "auto",
         max_batch_size: int = 8,
         max_waiting: int = 64,
         max_prompt_tokens: int = 1536,
@@ -154,6 +168,8 @@ class LocalBackend:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = device
+        if self.dtype == "auto":
+            self.dtype = auto_dtype(device)
         started = time.perf_counter()
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         model: Any = AutoModelForCausalLM.from_pretrained(

@@ -34,7 +34,10 @@ async def collect(backend: LocalBackend, req: GenerationRequest) -> tuple[str, F
 
 @pytest.fixture
 async def backend(tiny_models: Path):
-    b = LocalBackend(tiny_models / "llm", model_id="tiny", model_version="v", max_waiting=4)
+    # float32: results compared for equality must not depend on the CPU's bf16 support.
+    b = LocalBackend(
+        tiny_models / "llm", model_id="tiny", model_version="v", max_waiting=4, dtype="float32"
+    )
     await b.start()
     yield b
     await b.stop()
@@ -56,7 +59,9 @@ async def test_the_system_message_is_read_once_and_answers_do_not_change(
 ):
     cached = [await collect(backend, request(q)) for q in QUESTIONS]
     assert len(backend._prefixes) == 1  # one system message, read once
-    plain = LocalBackend(tiny_models / "llm", model_id="t", model_version="v", prefix_cache=False)
+    plain = LocalBackend(
+        tiny_models / "llm", model_id="t", model_version="v", prefix_cache=False, dtype="float32"
+    )
     await plain.start()
     try:
         uncached = [await collect(plain, request(q)) for q in QUESTIONS]
