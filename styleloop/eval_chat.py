@@ -10,6 +10,10 @@ retrieved, cited, and when. Reported:
   asked (brand, season, year, type, gender, colour, usage; goal >= 0.9);
 - "I don't know" accuracy: answers that decline (``no_items``) exactly when the catalog
   cannot serve the question (goal >= 0.9);
+- named citations: the share of ``[n]`` written right after the cited item's title (an
+  answer that names what it recommends, rather than copying cards or citing bare numbers);
+- copied cards: the share of citing answers that reproduce card lines instead of
+  answering ("; Casual; Fall 2011");
 - time to first token (request to first text, client side; goal p50 <= 1.5 s) and
   tokens/s of generation.
 
@@ -21,6 +25,7 @@ same questions are asked once per adapter — the stack's llm follows the regist
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import sys
 import time
@@ -30,8 +35,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.llm.grounding import CITATION
 from styleloop.chat_questions import Question, build_questions
 
+# A card's own layout in an answer: the model copied cards instead of answering.
+CARD_FACTS = re.compile(r";\s*(Casual|Sports|Formal|Ethnic|Fall|Winter|Spring|Summer|looks:)")
 GOALS = {"grounding": 1.0, "precision": 0.9, "idk_accuracy": 0.9, "ttft_p50_s": 1.5}
 
 
@@ -43,6 +51,9 @@ class Outcome:
     retrieved: list[str] = field(default_factory=list)
     cited: list[str] = field(default_factory=list)
     cited_meeting: int = 0
+    citations: int = 0  # [n] in the text, repeats included
+    named_citations: int = 0  # of those, right after the cited item's title
+    copied_cards: bool = False  # the answer reproduces card lines ("; Casual; Fall 2011")
     finish: str = ""
     adapter_id: str = ""
     text: str = ""
@@ -106,6 +117,15 @@ def ask(client: Any, question: Question, user: str, max_new_tokens: int) -> Outc
         decode_s = finished_at - first_text_at
         out.tokens_per_s = out.completion_tokens / decode_s if decode_s > 0 else None
     out.cited_meeting = sum(1 for i in out.cited if i in items and question.meets(items[i]))
+    out.copied_cards = bool(CARD_FACTS.search(out.text))
+    titles = [str(i.get("title", "")) for i in items.values()]
+    for match in CITATION.finditer(out.text):
+        number = int(match.group(1))
+        out.citations += 1
+        if 1 <= number <= len(titles) and titles[number - 1]:
+            head = " ".join(titles[number - 1].lower().split()[:4])
+            before = out.text[max(0, match.start() - len(titles[number - 1]) - 12) : match.start()]
+            out.named_citations += head in " ".join(before.lower().split())
     return out
 
 
@@ -128,6 +148,12 @@ def summarise(outcomes: Sequence[Outcome]) -> dict[str, Any]:
         "precision": (sum(o.cited_meeting for o in answered) / cited) if cited else None,
         "cited_items": cited,
         "idk_accuracy": share([o.declined == (not o.answerable) for o in answered]),
+        "copied_cards": share([o.copied_cards for o in answered if o.citations]),
+        "named_citations": (
+            sum(o.named_citations for o in answered) / sum(o.citations for o in answered)
+            if any(o.citations for o in answered)
+            else None
+        ),
         "ttft_p50_s": statistics.median(ttfts) if ttfts else None,
         "ttft_p95_s": ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))] if ttfts else None,
         "tokens_per_s": statistics.mean(speeds) if speeds else None,
@@ -161,6 +187,8 @@ def report(results: dict[str, dict[str, Any]]) -> list[str]:
         ("grounding", True, "100%"),
         ("precision", False, ">= 0.90"),
         ("idk_accuracy", False, ">= 0.90"),
+        ("named_citations", True, ""),
+        ("copied_cards", True, ""),
         ("ttft_p50_s", False, "<= 1.50"),
         ("ttft_p95_s", False, ""),
         ("tokens_per_s", False, ""),
@@ -240,7 +268,11 @@ def main(
             return 2
         for run in runs:
             if adapters_dir is not None and run != "served":
-                switch_adapter(adapters_dir, "" if run == "base" else run, client, 120)
+                try:
+                    switch_adapter(adapters_dir, "" if run == "base" else run, client, 120)
+                except RuntimeError as exc:
+                    sys.stderr.write(f"styleloop eval chat: {exc}\n")
+                    return 1
             outcomes = [
                 ask(client, q, f"eval-{run}-{n}", max_new_tokens)
                 for n, q in enumerate(

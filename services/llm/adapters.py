@@ -184,7 +184,7 @@ class AdapterManager:
         self._loaded: set[str] = set()
         self._lock = asyncio.Lock()
         self._watcher: asyncio.Task[None] | None = None
-        self._last_failed = ""
+        self._last_failed: str | None = None  # what active.json named when it last failed
 
     def active_id(self) -> str:
         return self.active.adapter_id if self.active else ""
@@ -233,7 +233,7 @@ class AdapterManager:
             return
         try:
             await self.activate(wanted, persist=False)
-            self._last_failed = ""
+            self._last_failed = None
         except (NotFound, FailedPrecondition, InvalidArgument) as exc:
             self._last_failed = wanted  # logged once, tried again when the file changes
             log.error("active adapter not switched", extra={"wanted": wanted, "error": str(exc)})

@@ -264,6 +264,19 @@ def test_up_runs_the_whole_stack_end_to_end(tiny_models: Path, drawn_catalog: Pa
         assert turns and turns[0]["user_id"] == "u1" and turns[0]["answer_id"]
         assert turns[0]["model_id"] == "styleloop/tiny-qwen2"
 
+        # `styleloop eval chat` against this stack: every answer grounded, the catalog's
+        # gaps declined.
+        report = tmp_path / "chat-eval.json"
+        evaluated = run_cli(
+            "eval", "chat", "--catalog", str(drawn_catalog), "--gateway", url,
+            "--per-kind", "2", "--max-new-tokens", "8", "--json", str(report), "--no-progress",
+        )  # fmt: skip
+        assert evaluated.returncode == 0, evaluated.stderr
+        assert "grounding" in evaluated.stdout and "100.0%" in evaluated.stdout
+        results = json.loads(report.read_text())["results"]["served"]
+        assert results["errors"] == 0 and results["grounding"] == 1.0
+        assert results["idk_accuracy"] >= 0.9 and results["cited_items"] > 0
+
         # The broker goes away: feedback is still accepted (spooled) ...
         os.kill(broker_pid(kafka_port), signal.SIGKILL)
         wait_for(lambda: nobody_listens(kafka_port), 30)

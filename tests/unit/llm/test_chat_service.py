@@ -377,6 +377,12 @@ async def test_a_newly_published_adapter_is_picked_up_without_restarting(chat: C
             break
         await asyncio.sleep(0.1)
     assert (await answer(chat.stub, ask("puma tee"))).finish.adapter_id == "stylist-2"
+    chat.service.adapters.registry.write_active("")  # back to the base model alone
+    for _ in range(50):
+        if chat.service.adapters.active_id() == "":
+            break
+        await asyncio.sleep(0.1)
+    assert (await answer(chat.stub, ask("puma tee"))).finish.adapter_id == ""
 
 
 async def test_an_adapter_that_fails_to_load_leaves_the_current_one_serving(chat: Chat):
