@@ -182,6 +182,7 @@ def plan(
         {
             "MODELS_DIR": str(models_dir),
             "RECOMMENDER_ADDR": recommender.address,
+            "CAPTIONER_ADDR": captioner.address,
             "KAFKA_BOOTSTRAP": kafka_bootstrap,
             "SPOOL_DIR": str(state_dir / "llm-spool"),
             "ADAPTERS_DIR": str(state_dir / "adapters"),

@@ -93,10 +93,16 @@ def card_line(number: int, item: CardItem) -> str:
     return f"[{number}] " + "; ".join(p for p in parts if p)
 
 
-def build_messages(question: str, items: Sequence[CardItem]) -> tuple[tuple[Role, str], ...]:
-    """The system message, then the cards and the shopper's question as the user turn."""
+def build_messages(
+    question: str, items: Sequence[CardItem], photo: str = ""
+) -> tuple[tuple[Role, str], ...]:
+    """The system message, then the cards (and what the shopper's photo shows, when they
+    sent one) and the shopper's question as the user turn."""
     cards = "\n".join(card_line(n, item) for n, item in enumerate(items, 1))
-    user = f"<cards>\n{cards}\n</cards>\n\nShopper: {' '.join(question.split())}"
+    user = f"<cards>\n{cards}\n</cards>\n\n"
+    if photo.strip():
+        user += f"Shopper's photo: {clean(photo, CAPTION_LIMIT)}\n"
+    user += f"Shopper: {' '.join(question.split())}"
     return (("system", SYSTEM_PROMPT), ("user", user))
 
 

@@ -16,6 +16,12 @@ class LlmSettings(ServiceSettings):
     models_dir: Path = Field(description="A folder written by `styleloop models prepare`.")
     recommender_addr: str = Field(description="host:port of the recommender service.")
     recommender_timeout_s: float = Field(default=10.0, gt=0)
+    captioner_addr: str = Field(
+        default="",
+        description="host:port of the captioner: an attached photo is described in the "
+        "prompt too; empty: photos are embedded only.",
+    )
+    captioner_timeout_s: float = Field(default=10.0, gt=0)
     recommender_wait_s: float = Field(default=120.0, ge=0, description="How long start-up waits.")
     backend: Literal["local", "openai"] = Field(
         default="local",

@@ -166,12 +166,14 @@ class ChatCore:
         backend: Backend,
         publish: Publish | None = None,
         adapter: Callable[[], str] = lambda: "",
+        captioner: Any = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
         self.backend = backend
         self.publish = publish
         self.adapter = adapter
+        self.captioner = captioner  # clients.captioner.PhotoCaptioner, or None
         self.vocabulary: Vocabulary | None = None
         self._vocabulary_time = 0.0
 
@@ -238,7 +240,7 @@ class ChatCore:
     # ------------------------------------------------------------------ retrieval
 
     async def retrieve(
-        self, request: ChatInput, plan: Plan, size: int
+        self, request: ChatInput, plan: Plan, size: int, anchor_category: str = ""
     ) -> tuple[list[CardItem], Plan]:
         """The plan's items for this shopper, best first (``size`` at most)."""
         common = {
@@ -256,7 +258,6 @@ class ChatCore:
             items = await self.catalog.similar(plan.item_ids[0], filters, depth, **common)
         elif plan.intent == "complete_outfit":
             anchor = list(plan.item_ids)
-            anchor_category = ""
             if not anchor and (plan.anchor_query or plan.anchor_filters):
                 found = await self.catalog.search(
                     plan.anchor_query or plan.query,
@@ -287,19 +288,24 @@ class ChatCore:
         answer_id = uuid.uuid4().hex
         vocabulary = await self._current_vocabulary()
         turns = [Turn(m.role, m.content) for m in request.messages]
-        photo_id = ""
+        photo_id, photo_caption, photo_category = "", "", ""
         if request.image:
+            # Embedded (its nearest catalog item anchors "what goes with this") and, when a
+            # captioner is configured, described in the prompt.
             nearest = await self.catalog.search_image(
                 request.image, {}, 1, base=request.base_filter, deadline=request.deadline
             )
             photo_id = nearest[0].item_id if nearest else ""
+            photo_category = nearest[0].category if nearest else ""
+            if self.captioner is not None:
+                photo_caption = await self.captioner.caption(request.image, request.deadline)
         plan = plan_conversation(turns, vocabulary, photo_item_id=photo_id)
         size = request.max_items or self.settings.default_max_items
         items: list[CardItem] = []
         if not plan.knows_nothing_fits:
-            items, plan = await self.retrieve(request, plan, size)
+            items, plan = await self.retrieve(request, plan, size, photo_category)
         adapter_id = self.adapter()
-        prompt = build_messages(request.messages[-1].content, items) if items else ()
+        prompt = build_messages(request.messages[-1].content, items, photo_caption) if items else ()
         generation = GenerationRequest(
             messages=prompt,
             cards=len(items),

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from services.llm.adapters import AdapterManager, AdapterRegistry
 from services.llm.backends import Backend
 from services.llm.backends.local import LocalBackend
+from services.llm.clients.captioner import PhotoCaptioner
 from services.llm.clients.recommender import RecommenderCatalog
 from services.llm.config import LlmSettings
 from services.llm.core import ChatCore
@@ -50,6 +51,7 @@ class LlmService:
     adapters: AdapterManager
     catalog: RecommenderCatalog
     producer: DurableProducer | None
+    captioner: PhotoCaptioner | None = None
 
     async def start(self) -> None:
         """Wait for the recommender, load the model, serve the active adapter."""
@@ -67,6 +69,8 @@ class LlmService:
         if self.producer is not None:
             await self.producer.stop()
         await self.catalog.close()
+        if self.captioner is not None:
+            await self.captioner.close()
 
 
 def build_service(settings: LlmSettings, backend: Backend | None = None) -> LlmService:
@@ -99,5 +103,12 @@ def build_service(settings: LlmSettings, backend: Backend | None = None) -> LlmS
     adapters = AdapterManager(
         AdapterRegistry(settings.adapters_dir), backend.model_id, load, settings.adapter_poll_s
     )
-    core = ChatCore(settings, catalog, backend, publish, adapters.active_id)
-    return LlmService(settings, core, adapters, catalog, producer)
+    captioner = None
+    if settings.captioner_addr:
+        captioner = PhotoCaptioner(
+            settings.captioner_addr,
+            settings.captioner_timeout_s,
+            settings.service_token.get_secret_value(),
+        )
+    core = ChatCore(settings, catalog, backend, publish, adapters.active_id, captioner)
+    return LlmService(settings, core, adapters, catalog, producer, captioner)

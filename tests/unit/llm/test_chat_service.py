@@ -16,6 +16,10 @@ from pathlib import Path
 import grpc
 import pytest
 
+from services.captioner.config import CaptionerSettings
+from services.captioner.core import build_captioner
+from services.captioner.servicer import SERVICE_NAME as CAPTIONER
+from services.captioner.servicer import register as register_captioner
 from services.llm.adapters import LOAD_FAILURES, AdapterInfo, publish
 from services.llm.backends.local import ACTIVE
 from services.llm.config import LlmSettings
@@ -72,6 +76,7 @@ class Chat:
     service: LlmService
     published: list[ChatTurn]
     items: dict[str, common_pb2.Item]
+    images: dict[str, bytes]
     adapters_dir: Path
     tiny_models: Path
     address: str  # the llm service
@@ -91,6 +96,13 @@ async def chat(tiny_models: Path, tmp_path: Path) -> AsyncIterator[Chat]:
         encoder_wait_s=5,
     )
     rec_server, rec_servicer = await start_recommender(rec_settings)
+    cap_settings = CaptionerSettings(
+        models_dir=tiny_models, grpc_host="127.0.0.1", grpc_port=0, metrics_port=-1
+    )
+    captioner = build_captioner(cap_settings)
+    cap_server = GrpcServer(cap_settings, register_captioner(captioner), [CAPTIONER])
+    await cap_server.start()
+    await captioner.start()
     items = branded_items()
     images = catalog_images(len(items))
     rec_channel = grpc.aio.insecure_channel(f"127.0.0.1:{rec_server.port}")
@@ -107,6 +119,7 @@ async def chat(tiny_models: Path, tmp_path: Path) -> AsyncIterator[Chat]:
     settings = LlmSettings(
         models_dir=tiny_models,
         recommender_addr=f"127.0.0.1:{rec_server.port}",
+        captioner_addr=f"127.0.0.1:{cap_server.port}",
         grpc_host="127.0.0.1",
         grpc_port=0,
         metrics_port=-1,
@@ -136,6 +149,7 @@ async def chat(tiny_models: Path, tmp_path: Path) -> AsyncIterator[Chat]:
             service,
             published,
             {i.item_id: i for i in items},
+            {i.item_id: encode_png(im) for i, im in zip(items, images, strict=True)},
             tmp_path / "adapters",
             tiny_models,
             f"127.0.0.1:{server.port}",
@@ -146,6 +160,8 @@ async def chat(tiny_models: Path, tmp_path: Path) -> AsyncIterator[Chat]:
         await server.stop(grace=0)
         await service.stop()
         await rec_channel.close()
+        await cap_server.stop(grace=0)
+        await captioner.stop()
         await rec_server.stop(grace=0)
         await rec_servicer.core.close()
         await enc_server.stop(grace=0)
@@ -240,6 +256,18 @@ async def test_a_rejected_item_never_appears_in_that_users_next_answer(chat: Cha
     assert rejected not in {r.item_id for r in again.references}
     other = await answer(chat.stub, ask(question, user="someone-else"))
     assert rejected in {s.item.item_id for s in other.retrieved}
+
+
+async def test_a_photo_is_embedded_and_described_and_anchors_what_goes_with_it(chat: Chat):
+    item_id = "i13"  # a Nike Tshirt (Topwear): what goes with it is Bottomwear
+    photo = chat.images[item_id]
+    got = await answer(chat.stub, ask("what goes with this?", image=photo))
+    assert got.retrieved and item_id not in {s.item.item_id for s in got.retrieved}
+    assert {s.item.category for s in got.retrieved} == {"Bottomwear"}
+    assert {r.item_id for r in got.references} <= {s.item.item_id for s in got.retrieved}
+    user_turn = chat.published[-1].prompt[-1][1]
+    caption = user_turn.split("Shopper's photo: ", 1)[1].split("\n", 1)[0]
+    assert caption.strip(), user_turn  # the captioner's words about the photo
 
 
 async def test_catalog_text_that_instructs_the_model_stays_data(chat: Chat):
