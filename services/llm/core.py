@@ -274,7 +274,9 @@ class ChatCore:
                     anchor, wanted, outfit_filters, depth, **common
                 )
         else:
-            items = await self.catalog.search(plan.query, filters, depth, **common)
+            # A text search needs words: the plan's, else the question as written.
+            query = plan.query.strip() or request.messages[-1].content.strip()
+            items = await self.catalog.search(query, filters, depth, **common)
         items = items[size * plan.page :][:size]
         if self.settings.min_score > 0:
             items = [i for i in items if i.score >= self.settings.min_score]

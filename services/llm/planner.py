@@ -450,7 +450,11 @@ def plan_turn(
         missing=plan.missing or previous.missing,
         page=page,
         cheaper_than=cheaper,
-        query=previous.query if not query_words else f"{previous.query} {' '.join(query_words)}",
+        # A follow-up keeps the earlier query, or its own words when there was none.
+        query=(
+            previous.query if not query_words else f"{previous.query} {' '.join(query_words)}"
+        ).strip()
+        or plan.query,
         intent=plan.intent if plan.intent != "search" else previous.intent,
         item_ids=plan.item_ids or previous.item_ids,
     )

@@ -465,3 +465,17 @@ async def test_a_prompt_over_the_budget_is_refused_before_streaming(
         await call.read()  # not even the retrieved items: a plain error
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_reason(refused.value) == "PROMPT_TOO_LONG"
+
+
+async def test_a_blank_earlier_turn_does_not_leave_the_search_without_words(chat: Chat):
+    # Found by the contract run: a blank first message, then "a" (a word the planner
+    # drops), used to reach the recommender as an empty query (400 TEXT_EMPTY).
+    request = llm_pb2.ChatRequest(
+        user_id="u",
+        messages=[
+            llm_pb2.ChatMessage(role=llm_pb2.CHAT_ROLE_USER, content=""),
+            llm_pb2.ChatMessage(role=llm_pb2.CHAT_ROLE_USER, content="a"),
+        ],
+    )
+    got = await answer(chat.stub, request)
+    assert got.finish.answer_id and got.kinds[0] == "retrieved"
