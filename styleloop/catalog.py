@@ -23,6 +23,7 @@ import csv
 import hashlib
 import json
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -306,6 +307,14 @@ def read_polyvore_mcn(folder: Path, allow_outside_images: bool = False) -> Catal
                 builder.add(number, raw, folder)
             builder.catalog.outfits.append(Outfit(str(outfit_id), ids))
     return builder.catalog
+
+
+def configured_catalog(value: Path | None) -> Path | None:
+    """``value``, else the sample data folder ``$STYLELOOP_DATA_DIR`` when it exists."""
+    if value is not None:
+        return value
+    configured = os.environ.get("STYLELOOP_DATA_DIR")
+    return Path(configured) if configured and Path(configured).is_dir() else None
 
 
 def read_catalog(path: Path, allow_outside_images: bool = False) -> Catalog:

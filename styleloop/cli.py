@@ -265,10 +265,9 @@ def _search(url: str, query: str, count: int = 5) -> list[Any]:
 
 
 def _catalog(value: Path | None) -> Path | None:
-    if value is not None:
-        return value
-    configured = os.environ.get("STYLELOOP_DATA_DIR")
-    return Path(configured) if configured and Path(configured).is_dir() else None
+    from styleloop.catalog import configured_catalog
+
+    return configured_catalog(value)
 
 
 def cmd_bench_encoder(args: argparse.Namespace) -> int:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import random
 import sys
 import tempfile
@@ -248,9 +247,9 @@ def register(commands: Any) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
     def main(args: argparse.Namespace) -> int:
-        catalog = args.catalog or (
-            Path(os.environ["STYLELOOP_DATA_DIR"]) if os.environ.get("STYLELOOP_DATA_DIR") else None
-        )
+        from styleloop.catalog import configured_catalog
+
+        catalog = configured_catalog(args.catalog)
         if catalog is None:
             sys.stderr.write("styleloop train stylist: give --catalog or set STYLELOOP_DATA_DIR\n")
             return 2
