@@ -20,7 +20,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from prometheus_client import Counter, Histogram
@@ -121,7 +121,6 @@ class ChatTurn:
     plan: Plan | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 Publish = Callable[[ChatTurn], Awaitable[None]]
@@ -241,7 +240,7 @@ class ChatCore:
 
     async def retrieve(
         self, request: ChatInput, plan: Plan, size: int, anchor_category: str = ""
-    ) -> tuple[list[CardItem], Plan]:
+    ) -> list[CardItem]:
         """The plan's items for this shopper, best first (``size`` at most)."""
         common = {
             "user_id": request.user_id,
@@ -280,7 +279,7 @@ class ChatCore:
         items = items[size * plan.page :][:size]
         if self.settings.min_score > 0:
             items = [i for i in items if i.score >= self.settings.min_score]
-        return items, plan
+        return items
 
     # ------------------------------------------------------------------ the answer
 
@@ -305,7 +304,7 @@ class ChatCore:
         size = request.max_items or self.settings.default_max_items
         items: list[CardItem] = []
         if not plan.knows_nothing_fits:
-            items, plan = await self.retrieve(request, plan, size, photo_category)
+            items = await self.retrieve(request, plan, size, photo_category)
         adapter_id = self.adapter()
         prompt = build_messages(request.messages[-1].content, items, photo_caption) if items else ()
         generation = GenerationRequest(

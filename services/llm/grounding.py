@@ -26,7 +26,6 @@ DROPPED = Counter(
     "llm_citations_dropped_total",
     "Citations of items outside the retrieved set, removed by the final guard (stays 0).",
 )
-MAX_CARDS = 99
 
 
 def _valid_prefix(text: str, cards: int) -> bool:

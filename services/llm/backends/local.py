@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import inspect
 import logging
 import queue
@@ -186,6 +187,8 @@ class LocalBackend:
         # The model's vocabulary may be padded beyond the tokenizer's: never generate those.
         self.vocab = self.model.get_output_embeddings().weight.shape[0]
         self.rules = CitationRules(texts, sorted(eos_ids))
+        self._prompt_ids = functools.lru_cache(maxsize=256)(self._prompt_ids)  # type: ignore[method-assign]
+        self._system_ids = functools.lru_cache(maxsize=8)(self._system_ids)  # type: ignore[method-assign]
         self.special = [i for i in self.tokenizer.all_special_ids if i not in eos_ids]
         from transformers import DynamicCache
 
@@ -264,7 +267,7 @@ class LocalBackend:
 
     def check(self, request: GenerationRequest) -> None:
         """Refuse a prompt over the budget before anything is streamed."""
-        count = len(self._prompt_ids(request))
+        count = len(self._prompt_ids(request.messages))
         if count > self.max_prompt_tokens:
             raise InvalidArgument(
                 f"the prompt is {count} tokens; the most is {self.max_prompt_tokens}",
@@ -278,22 +281,27 @@ class LocalBackend:
             ids = [bos, *ids]
         return ids
 
-    def _prompt_ids(self, request: GenerationRequest) -> list[int]:
-        return self._encode(render_prompt(self.tokenizer, request.messages))
+    def _prompt_ids(self, messages: tuple[tuple[str, str], ...]) -> tuple[int, ...]:
+        """The prompt's tokens; cached (``load``), since the core checks a prompt's length
+        before the stream starts and ``generate`` then needs the same tokens."""
+        return tuple(self._encode(render_prompt(self.tokenizer, messages)))
+
+    def _system_ids(self, system: tuple[str, str]) -> tuple[int, ...]:
+        """The tokens of a system message alone; cached (``load``): one per prompt kind."""
+        if getattr(self.tokenizer, "chat_template", None):
+            text = self.tokenizer.apply_chat_template(
+                [{"role": system[0], "content": system[1]}], tokenize=False
+            )
+        else:
+            text = render_prompt(self.tokenizer, (system,)).rsplit("\n\n", 1)[0]
+        return tuple(self._encode(str(text)))
 
     def _prefix_length(self, request: GenerationRequest, ids: list[int]) -> int:
         """How many leading tokens are the system message alone (the same for every chat,
         so its keys and values are computed once); 0 when that is not a clean prefix."""
         if not self.prefix_cache or request.messages[0][0] != "system":
             return 0
-        system = request.messages[:1]
-        if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template(
-                [{"role": r, "content": c} for r, c in system], tokenize=False
-            )
-        else:
-            text = render_prompt(self.tokenizer, system).rsplit("\n\n", 1)[0]
-        prefix = self._encode(str(text))
+        prefix = list(self._system_ids(request.messages[0]))
         if len(prefix) < len(ids) and ids[: len(prefix)] == prefix:
             return len(prefix)
         return 0
@@ -302,7 +310,7 @@ class LocalBackend:
         if self._worker is None:
             raise RuntimeError("the backend is not started")
         self.check(request)
-        ids = self._prompt_ids(request)
+        ids = list(self._prompt_ids(request.messages))
         with self._lock:
             if self._waiting >= self.max_waiting:
                 raise ResourceExhausted(

@@ -41,8 +41,6 @@ class Catalog(Protocol):
 
     async def facets(self) -> dict[str, list[tuple[str, int]]]: ...
 
-    async def count(self, filters: Filters, max_price: float | None = None) -> int: ...
-
     async def search(
         self, query: str, filters: Filters, size: int, **kw: Any
     ) -> list[CardItem]: ...
@@ -169,18 +167,6 @@ class RecommenderCatalog:
     async def facets(self) -> dict[str, list[tuple[str, int]]]:
         response = await self._call(self.stub.GetFacets, recommender_pb2.GetFacetsRequest())
         return {f.field: [(v.value, v.count) for v in f.values] for f in response.facets}
-
-    async def count(
-        self,
-        filters: Filters,
-        max_price: float | None = None,
-        base: common_pb2.ItemFilter | None = None,
-        deadline: float | None = None,
-    ) -> int:
-        request = recommender_pb2.GetFacetsRequest(
-            fields=["brand"], filter=to_item_filter(filters, max_price, base), max_values=1
-        )
-        return int((await self._call(self.stub.GetFacets, request, deadline)).total_items)
 
     async def search(self, query: str, filters: Filters, size: int, **kw: Any) -> list[CardItem]:
         request = recommender_pb2.SearchByTextRequest(
