@@ -661,7 +661,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         ``styleloop.feedback.v1`` keyed by user id; while the broker is unreachable they
         are kept in a durable spool and delivered later (``spooled: true``)."""
         now = datetime.now(UTC)
-        records, ids = [], []
+        records, ids, protos = [], [], []
         for event in body.events:
             event_id = uuid.uuid4().hex
             proto = events_pb2.FeedbackEvent(
@@ -686,18 +686,18 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             proto.event_time.FromDatetime(event.event_time or now)
             proto.receive_time.FromDatetime(now)
             records.append((event.user_id.encode(), proto.SerializeToString()))
+            protos.append(proto)
             ids.append(event_id)
         spooled = await backends(request).feedback.publish(records)
-        await apply_now(backends(request), records)
+        await apply_now(backends(request), protos)
         return FeedbackAccepted(accepted=len(ids), event_ids=ids, spooled=spooled)
 
-    async def apply_now(backends_: Backends, records: list[tuple[bytes, bytes]]) -> None:
+    async def apply_now(backends_: Backends, events: list[events_pb2.FeedbackEvent]) -> None:
         """Likes, rejections and purchases change the shopper's next answers at once: each
         is applied to their state in the recommender right after it is safe in Kafka (or
         the spool). Best effort: the trainer applies every event again from Kafka, and
         the recommender ignores an event id it has seen."""
-        for _, value in records:
-            event = events_pb2.FeedbackEvent.FromString(value)
+        for event in events:
             if event.kind not in APPLIED_KINDS:
                 continue
             try:
