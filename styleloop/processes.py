@@ -11,15 +11,12 @@ stop children on Ctrl-C run for a process manager's SIGTERM and a closed termina
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
-
-PR_SET_PDEATHSIG = 1
 
 
 class Terminated(KeyboardInterrupt):
@@ -30,27 +27,18 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
-def _die_with_parent(parent: int) -> None:
-    """Runs in the child between fork and exec."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before the request was made
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
 def spawn(args: Sequence[str], **popen: Any) -> subprocess.Popen[Any]:
     """``subprocess.Popen`` in a new session, terminated when this process dies.
 
-    The kernel ties the death signal to the *thread* that forks: call this from a thread
-    that lives as long as the child should (the main thread, in practice)."""
-    parent = os.getpid()
-    return subprocess.Popen(
-        list(args),
-        start_new_session=True,
-        preexec_fn=lambda: _die_with_parent(parent),
-        **popen,
-    )
+    The death signal is asked for by :mod:`styleloop.orphan`, a small launcher that then
+    ``exec``s ``args`` (the request survives ``exec``). Nothing runs between fork and exec
+    but C: a ``preexec_fn`` would run Python in a child forked from a process with threads
+    (gRPC, torch, a test runner), where a lock another thread held at fork time — malloc's,
+    the dynamic loader's — is never released and the child hangs before it ever execs (it
+    did, in CI). The kernel ties the death signal to the *thread* that forks: call this
+    from a thread that lives as long as the child should (the main thread, in practice)."""
+    launcher = [sys.executable, "-m", "styleloop.orphan", str(os.getpid()), "--"]
+    return subprocess.Popen([*launcher, *args], start_new_session=True, **popen)
 
 
 def stop(process: subprocess.Popen[Any] | None, grace_s: float = 15.0) -> None:

@@ -1,0 +1,118 @@
+"""`styleloop.processes.spawn`: children die with their parent, and nothing but C runs
+between fork and exec (a ``preexec_fn`` once hung a CI run: a child forked from a process
+with threads deadlocked on a lock held at fork time, before it could exec)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from styleloop import processes
+
+
+def test_spawn_runs_no_python_between_fork_and_exec(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[dict[str, Any]] = []
+    real = subprocess.Popen
+
+    def recording(args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs)
+        return real(args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", recording)
+    child = processes.spawn(["true"])
+    assert child.wait(30) == 0
+    assert seen and seen[0].get("preexec_fn") is None
+    assert seen[0]["start_new_session"] is True
+
+
+def test_spawned_child_keeps_its_arguments_environment_and_pid(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    child = processes.spawn(
+        [sys.executable, "-c", "import os,sys; print(os.getpid(), os.environ['X'], sys.argv[1:])",
+         "a b", "--c"],
+        env={**os.environ, "X": "y"},
+        stdout=out.open("w"),
+    )  # fmt: skip
+    assert child.wait(30) == 0
+    assert out.read_text().split(" ", 2) == [str(child.pid), "y", "['a b', '--c']\n"]
+
+
+def test_a_child_gets_sigterm_when_its_parent_is_killed(tmp_path: Path) -> None:
+    """The parent (a Python process with busy threads) spawns a child, then is SIGKILLed:
+    the kernel sends the child SIGTERM, which it records."""
+    marker = tmp_path / "terminated"
+    child_code = textwrap.dedent(f"""
+        import signal, sys, time, pathlib
+        def done(*_):
+            pathlib.Path({str(marker)!r}).write_text("SIGTERM")
+            sys.exit(0)
+        signal.signal(signal.SIGTERM, done)
+        print("ready", flush=True)
+        time.sleep(60)
+    """)
+    parent_code = textwrap.dedent(f"""
+        import sys, threading, time
+        from styleloop.processes import spawn
+        def churn():
+            while True:
+                [bytearray(1000) for _ in range(100)]
+        for _ in range(4):
+            threading.Thread(target=churn, daemon=True).start()
+        child = spawn([sys.executable, "-c", {child_code!r}])
+        print(child.pid, flush=True)
+        time.sleep(60)
+    """)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", parent_code], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        child_pid = int(parent.stdout.readline())
+        # Let the child install its handler (it prints "ready" to the parent's pipe).
+        assert parent.stdout.readline().strip() == "ready"
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(30)
+        for _ in range(300):
+            if marker.exists():
+                break
+            time.sleep(0.1)
+        assert marker.read_text() == "SIGTERM"
+    finally:
+        parent.kill()
+        parent.wait()
+    with pytest.raises(ProcessLookupError):
+        for _ in range(100):
+            os.kill(child_pid, 0)
+            time.sleep(0.1)
+
+
+def test_the_launcher_refuses_to_start_a_child_whose_parent_is_already_gone() -> None:
+    # Its parent is this test, not pid 1: as if the parent had died before the request.
+    done = subprocess.run(
+        [sys.executable, "-m", "styleloop.orphan", "1", "--", "true"], capture_output=True
+    )
+    assert done.returncode == 128 + signal.SIGTERM
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        ([], 2, "usage"),
+        (["x", "--", "true"], 2, "usage"),
+        ([str(os.getpid()), "--", "/no/such/program"], 127, "cannot run /no/such/program"),
+    ],
+)
+def test_the_launcher_explains_bad_use(argv: list[str], code: int, message: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "styleloop.orphan", *argv], capture_output=True, text=True
+    )
+    assert done.returncode == code
+    assert message in done.stderr
