@@ -8,8 +8,10 @@ Kinds: ``brand_season`` ("Can you recommend clothes based on Puma fall 2011?"),
 jeans?"), ``usage_type_gender`` ("formal shirts for men"); and what the catalog cannot
 serve: ``lacks_brand`` ("… Prada fw23?"), ``lacks_garment`` ("do you have swimwear?"),
 ``lacks_year`` ("Puma fall 2031"), ``no_match`` (each part exists, no item is all of
-them). The split is by combination (a hash of it), so no evaluated combination was seen
-in training, whatever the phrasing.
+them), ``not_sold`` ("do you have a lawn mower?": what a fashion store does not sell, in
+no vocabulary — only a calibrated similarity threshold can tell). The split is by
+combination (a hash of it), so no evaluated combination was seen in training, whatever
+the phrasing; `styleloop calibrate` draws its threshold from the train split.
 """
 
 from __future__ import annotations
@@ -36,6 +38,26 @@ ABSENT_GARMENTS = (
     ("a tuxedo", ("tuxedo", "suit")),
     ("a jumpsuit", ("jumpsuit",)),
     ("an umbrella", ("umbrella",)),
+)
+
+# Things a fashion catalog does not sell; each counts only when none of its words is in
+# the catalog's titles or types ("a football" is out where football shoes are in).
+NOT_SOLD = (
+    "a laptop", "a garden hose", "dog food", "a coffee machine", "car tyres", "a sofa",
+    "a smartphone charger", "a tennis racket", "a microwave oven", "wall paint", "a bicycle",
+    "printer ink", "a power drill", "a mattress", "an acoustic guitar", "a lawn mower",
+    "a fridge", "a toaster", "a vacuum cleaner", "kitchen knives", "a desk lamp",
+    "a fishing rod", "a camping tent", "potting soil", "a car battery", "a board game",
+    "cat litter", "a baby stroller", "an office chair", "a frying pan", "a bookshelf",
+    "a television", "golf clubs", "a skateboard", "a water heater", "light bulbs",
+    "a blender", "an air conditioner", "a dishwasher", "a hammer", "screws and nails",
+    "a printer", "house plants", "a kettle", "a barbecue grill", "a chess set",
+)  # fmt: skip
+NOT_SOLD_TEMPLATES = (
+    "do you have {thing}?",
+    "I need {thing}",
+    "I'm looking for {thing}",
+    "show me {thing} please",
 )
 
 BRAND_SEASON = (
@@ -216,6 +238,8 @@ def build_questions(
         text = LACKS_YEAR[0].format(brand=brand, season=SEASON_WORDS.get(season, season))
         out.append(Question(text, "lacks_year", {"year": ("2031",)}, (), False))
 
+    out += not_sold_questions(items, split, per_kind=per_kind, seed=seed)
+
     # Each part exists, no item is all of them at once.
     have = set(_combos(items, ("brand", "article_type", "gender")))
     top_brands = [b for b, _ in brands.most_common(8)]
@@ -235,3 +259,25 @@ def build_questions(
         constraints = {"brand": (brand,), "article_type": (article,), "gender": (gender,)}
         out.append(Question(text, "no_match", constraints, (), False))
     return out
+
+
+def not_sold_questions(
+    rows: Iterable[Mapping[str, Any]], split: Split, *, per_kind: int = 10, seed: int = 0
+) -> list[Question]:
+    """Up to ``per_kind`` questions of kind ``not_sold`` from ``split``: things none of
+    whose words the catalog's titles or types use, each in one phrasing."""
+    rng = random.Random(f"{seed}:{split}:not_sold")
+    words = set(
+        " ".join(f"{r.get('article_type', '')} {r.get('title', '')}" for r in rows).lower().split()
+    )
+    out = []
+    for thing in NOT_SOLD:
+        content = [w for w in thing.lower().split() if w not in ("a", "an", "and")]
+        if any(w in words or w.rstrip("s") in words for w in content):
+            continue
+        if _bucket("not_sold", (thing,)) != split:
+            continue
+        text = rng.choice(NOT_SOLD_TEMPLATES).format(thing=thing)
+        out.append(Question(text, "not_sold", {}, (), False))
+    rng.shuffle(out)
+    return out[:per_kind]

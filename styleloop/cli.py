@@ -190,6 +190,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"catalog {catalog.source}: {report.ingested + report.already_done} items in the "
             f"recommender ({report.created} new this run), {len(report.failed)} rows failed"
         )
+        _calibrate(catalog, models_dir, state_dir, recommender.address, token, progress)
         for query in args.query:
             _out(f'\nsearch "{query}" (through the gateway):')
             for scored in _search(url, query):
@@ -230,6 +231,36 @@ def cmd_up(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP: stopped in order
         _out(f"stopped ({exc})" if str(exc) else "stopped")
     return 0
+
+
+def _calibrate(
+    catalog: Any, models_dir: Path, state_dir: Path, recommender: str, token: str, progress: bool
+) -> None:
+    """The chat's similarity floor, drawn again when the models or the catalog changed
+    (the llm reads the file again by itself)."""
+    from services.llm.calibration import read, write
+    from styleloop.calibrate import calibrate, catalog_key, report
+
+    rows = [r.item for r in catalog.rows]
+    path = state_dir / "calibration.json"
+    key = catalog_key(models_dir, rows)
+    try:
+        if read(path).key == key:
+            _out(f"chat's similarity floor: {read(path).min_similarity:.4f} ({path})")
+            return
+    except (OSError, ValueError):
+        pass
+    _out("Calibrating chat's 'nothing fits' similarity floor on the catalog…")
+    try:
+        calibration, measured = calibrate(
+            rows, recommender, token=token, key=key, progress=progress
+        )
+    except ValueError as exc:  # e.g. a catalog too small to ask servable questions of
+        _out(f"  not calibrated ({exc}): chat's filters alone decide what fits")
+        return
+    write(path, calibration)
+    for line in report(calibration, measured):
+        _out(f"  {line}")
 
 
 def _serving_adapter(adapters_dir: Path) -> str:
@@ -512,7 +543,7 @@ def cmd_events_tail(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from styleloop import bench_llm, eval_chat, train_stylist
+    from styleloop import bench_llm, calibrate, eval_chat, train_stylist
     from styleloop.models.presets import PRESETS
 
     parser = argparse.ArgumentParser(
@@ -737,6 +768,7 @@ def build_parser() -> argparse.ArgumentParser:
     retrieval.add_argument("--no-progress", action="store_true")
     retrieval.set_defaults(func=cmd_eval_retrieval)
     eval_chat.register(eval_commands)
+    calibrate.register(commands)
 
     up = commands.add_parser(
         "up",

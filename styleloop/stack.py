@@ -186,6 +186,8 @@ def plan(
             "KAFKA_BOOTSTRAP": kafka_bootstrap,
             "SPOOL_DIR": str(state_dir / "llm-spool"),
             "ADAPTERS_DIR": str(state_dir / "adapters"),
+            # Written by `up` once the catalog is in (styleloop.calibrate); read on change.
+            "CALIBRATION_FILE": str(state_dir / "calibration.json"),
         },
         logs / "llm.log",
     )

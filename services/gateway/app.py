@@ -221,9 +221,7 @@ def sse(event: str, payload: Any) -> bytes:
 def chat_event(message: llm_pb2.ChatResponse) -> bytes:
     kind = message.WhichOneof("chunk")
     if kind == "retrieved":
-        items = [
-            ScoredItem(item=Item.from_proto(r.item), score=r.score) for r in message.retrieved.items
-        ]
+        items = [ScoredItem.from_proto(r) for r in message.retrieved.items]
         return sse("retrieved", ChatRetrieved(items=items))
     if kind == "text_delta":
         return sse("text", ChatText(text=message.text_delta))

@@ -138,6 +138,19 @@ def _utc(stamp: timestamp_pb2.Timestamp) -> datetime:
 class ScoredItem(BaseModel):
     item: Item
     score: float = Field(description="Higher is better; comparable within one response only.")
+    similarity: float = Field(
+        default=0.0,
+        description="The query's cosine similarity to the item, comparable across "
+        "responses (0 where no single query ranked the results).",
+    )
+
+    @classmethod
+    def from_proto(cls, scored: object) -> ScoredItem:
+        return cls(
+            item=Item.from_proto(scored.item),  # type: ignore[attr-defined]
+            score=scored.score,  # type: ignore[attr-defined]
+            similarity=scored.similarity,  # type: ignore[attr-defined]
+        )
 
 
 class Page(BaseModel):
@@ -148,7 +161,7 @@ class Page(BaseModel):
     def from_proto(cls, response: object) -> Page:
         return cls(
             results=[
-                ScoredItem(item=Item.from_proto(r.item), score=r.score)
+                ScoredItem.from_proto(r)
                 for r in response.results  # type: ignore[attr-defined]
             ],
             next_page_token=getattr(response, "next_page_token", ""),

@@ -47,6 +47,7 @@ class CardItem:
     price: float = 0.0
     currency_code: str = ""
     score: float = 0.0
+    similarity: float = 0.0  # the query's cosine similarity to it (ScoredItem.similarity)
 
     def value(self, field: str) -> str:
         return str(getattr(self, field, ""))
@@ -54,8 +55,9 @@ class CardItem:
     @classmethod
     def from_mapping(cls, item: Mapping[str, Any], score: float = 0.0) -> CardItem:
         """A card from a catalog row's item fields (``styleloop.catalog``)."""
-        names = {f for f in cls.__dataclass_fields__ if f not in ("price", "score")}
-        values = {k: str(item.get(k) or "") for k in names}
+        numbers = ("price", "score", "similarity")
+        names = {f for f in cls.__dataclass_fields__ if f not in numbers}
+        values: dict[str, Any] = {k: str(item.get(k) or "") for k in names}
         return cls(**values, price=float(item.get("price") or 0.0), score=score)
 
 

@@ -55,10 +55,17 @@ class LlmSettings(ServiceSettings):
     max_messages: int = Field(default=20, ge=1, description="Turns a conversation may have.")
     max_message_chars: int = Field(default=2000, ge=1)
     max_image_bytes: int = Field(default=DEFAULT_MAX_IMAGE_BYTES, ge=1)
-    min_score: float = Field(
+    min_similarity: float = Field(
         default=0.0,
         ge=0,
-        description="Results scoring below this count as 'nothing fits' (0: only filters decide).",
+        le=1,
+        description="A text search whose closest item is less similar than this finds "
+        "nothing that fits; 0: the floor in CALIBRATION_FILE, if any.",
+    )
+    calibration_file: Path | None = Field(
+        default=None,
+        description="`styleloop calibrate`'s output (the catalog's similarity floor); "
+        "read again when it changes.",
     )
     vocabulary_refresh_s: float = Field(
         default=300.0, gt=0, description="How often the catalog's facets are read again."

@@ -3,7 +3,8 @@
 1. The conversation becomes a retrieval plan (:mod:`services.llm.planner`) over the
    catalog's own vocabularies (``GetFacets``, refreshed every ``VOCABULARY_REFRESH_S``).
 2. A request for what the catalog lacks, or one no item fits (filters that match nothing,
-   or results under ``MIN_SCORE``), is answered plainly with ``no_items`` and no
+   or a text search whose closest item is under the similarity floor that `styleloop
+   calibrate` drew from the catalog), is answered plainly with ``no_items`` and no
    generation.
 3. Otherwise the items come from the recommender, personalised for the shopper (their
    rejected and bought items and near-duplicates of rejected ones never come back; their
@@ -26,6 +27,7 @@ from typing import Any, Literal
 from prometheus_client import Counter, Histogram
 
 from services.llm.backends import Backend, Finished, GenerationRequest
+from services.llm.calibration import SimilarityFloor, closest_similarity
 from services.llm.cards import CardItem, build_messages, reason_for
 from services.llm.clients.recommender import Catalog
 from services.llm.config import LlmSettings
@@ -36,6 +38,10 @@ from styleloop.runtime.errors import InvalidArgument, Unavailable
 log = logging.getLogger(__name__)
 
 ANSWERS = Counter("llm_answers_total", "Chat answers by how they ended.", ["finish"])
+BELOW_FLOOR = Counter(
+    "llm_below_similarity_floor_total",
+    "Text searches whose closest item was under the similarity floor (answered no_items).",
+)
 TTFT = Histogram(
     "llm_time_to_first_token_seconds",
     "From the request to the first generated text, in seconds.",
@@ -175,6 +181,7 @@ class ChatCore:
         self.captioner = captioner  # clients.captioner.PhotoCaptioner, or None
         self.vocabulary: Vocabulary | None = None
         self._vocabulary_time = 0.0
+        self.floor = SimilarityFloor(settings.min_similarity, settings.calibration_file)
 
     async def refresh_vocabulary(self) -> Vocabulary:
         self.vocabulary = Vocabulary.from_facets(await self.catalog.facets())
@@ -273,13 +280,17 @@ class ChatCore:
                     anchor, wanted, outfit_filters, depth, **common
                 )
         else:
-            # A text search needs words: the plan's, else the question as written.
-            query = plan.query.strip() or request.messages[-1].content.strip()
+            query = plan.search_text(request.messages[-1].content)
             items = await self.catalog.search(query, filters, depth, **common)
-        items = items[size * plan.page :][:size]
-        if self.settings.min_score > 0:
-            items = [i for i in items if i.score >= self.settings.min_score]
-        return items
+            floor = self.floor.value()
+            if items and floor > 0:
+                closest = await closest_similarity(self.catalog, plan, **common)
+                if closest is not None and closest < floor:
+                    # Even the closest item is further from what was asked than the
+                    # calibrated floor: the catalog sells nothing like it ("a lawn mower").
+                    BELOW_FLOOR.inc()
+                    items = []
+        return items[size * plan.page :][:size]
 
     # ------------------------------------------------------------------ the answer
 

@@ -120,7 +120,8 @@ FILLER = frozenset(
         "suggest show find give get some any clothes clothing items item outfits outfit "
         "things stuff based on from by of for in with and or to something what is are "
         "looking want need like collection line season range style styles look looks that "
-        "this these those it do does have has there also instead rather about how more"
+        "this these those it do does have has there also instead rather about how more "
+        "anything everything"
     )
 )
 
@@ -149,11 +150,27 @@ class Plan:
     # ("what goes with a white shirt": Shirts, White), to find it first.
     anchor_filters: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     anchor_query: str = ""
+    # Words of the request no vocabulary explained ("broad" in "men broad blue shirt",
+    # "lawn mower"): only then can the catalog lack what is asked while every filter holds.
+    open_words: tuple[str, ...] = ()
 
     @property
     def knows_nothing_fits(self) -> bool:
         """True when the catalog cannot serve the request at all."""
         return bool(self.missing)
+
+    @property
+    def floor_text(self) -> str:
+        """What the similarity floor is measured on: the words no vocabulary explained with
+        what the filters name ("broad Shirts Blue Men"); empty when every word was
+        explained (then the filters alone decide)."""
+        if not self.open_words:
+            return ""
+        return " ".join([*self.open_words, *(values[0] for values in self.filters.values())])
+
+    def search_text(self, message: str) -> str:
+        """What a text search asks: the plan's words, else the message as written."""
+        return self.query.strip() or message.strip()
 
 
 @dataclass(frozen=True)
@@ -375,7 +392,9 @@ def _constraints(
     spans_text = "".join(
         " " if any(s <= i < e for s, e in taken) else c for i, c in enumerate(text)
     )
-    return filters, missing, [w for w in spans_text.split() if w not in FILLER]
+    # Left-over words, without what a match leaves of them (a brand's "'s", a full stop).
+    words = (re.sub(r"^[^\w]+|[^\w]+$|'s$", "", w) for w in spans_text.split())
+    return filters, missing, [w for w in words if w and w not in FILLER]
 
 
 def plan_turn(
@@ -435,6 +454,7 @@ def plan_turn(
         wanted_category=wanted_category,
         anchor_filters={k: tuple(v) for k, v in anchor.items() if v},
         anchor_query=" ".join(anchor_words) or " ".join(vs[0] for vs in anchor.values() if vs),
+        open_words=tuple(query_words),
     )
     if not follow_up or previous is None:
         return plan
@@ -457,6 +477,7 @@ def plan_turn(
         or plan.query,
         intent=plan.intent if plan.intent != "search" else previous.intent,
         item_ids=plan.item_ids or previous.item_ids,
+        open_words=previous.open_words + plan.open_words,
     )
 
 

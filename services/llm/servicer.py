@@ -31,7 +31,9 @@ MAX_PAGE = 100
 
 
 def scored(item: CardItem) -> common_pb2.ScoredItem:
-    return common_pb2.ScoredItem(item=item_proto(item), score=item.score)
+    return common_pb2.ScoredItem(
+        item=item_proto(item), score=item.score, similarity=item.similarity
+    )
 
 
 def adapter_proto(info: AdapterInfo) -> llm_pb2.Adapter:

@@ -109,6 +109,9 @@ def resolve_image(uri: str, root: Path | None) -> Path | None:
 class Page:
     items: list[tuple[dict[str, Any], float]]
     next_token: str
+    # Per item, the query's cosine similarity to it (see ``ScoredItem.similarity``);
+    # empty where a page has no single query vector.
+    similarity: list[float] = field(default_factory=list)
 
 
 def collection_name(prefix: str, model: EncoderModel) -> str:
@@ -300,13 +303,38 @@ class Recommender:
         with STORE_LATENCY.labels(operation).time():
             return fn(*args, **kwargs)  # type: ignore[no-any-return]
 
-    def _page(self, rpc: str, results: list[Stored], limit: int, offset: int) -> Page:
-        """``results`` holds up to limit + 1 rows: one more says another page exists."""
+    def _page(
+        self,
+        rpc: str,
+        results: list[Stored],
+        limit: int,
+        offset: int,
+        query: tuple[Sequence[float], Sequence[str]] | None = None,
+    ) -> Page:
+        """``results`` holds up to limit + 1 rows: one more says another page exists.
+        With ``query`` (a vector and the item vectors it is compared with), each row's
+        cosine similarity to it, the largest over those vectors."""
         more = len(results) > limit
         rows = results[:limit]
         RESULTS.labels(rpc).observe(len(rows))
         token = self.paging.token(offset + limit) if more else ""
-        return Page([(self._item(r.payload), r.score) for r in rows], token)
+        page = Page([(self._item(r.payload), r.score) for r in rows], token)
+        if query is not None and rows:
+            page.similarity = self._similarity(rows, *query)
+        return page
+
+    def _similarity(
+        self, rows: list[Stored], vector: Sequence[float], names: Sequence[str]
+    ) -> list[float]:
+        known = self._timed("retrieve", self.items.get, [r.key for r in rows], True)
+        vectors = {s.key: s.vectors for s in known}
+        unit = _unit_rows([vector], len(vector))[0]
+        out = []
+        for row in rows:
+            mine = [vectors.get(row.key, {}).get(n) for n in names]
+            present = [v for v in mine if v and len(v) == len(unit)]
+            out.append(float((_unit_rows(present, len(unit)) @ unit).max()) if present else 0.0)
+        return out
 
     @staticmethod
     def _item(payload: dict[str, Any]) -> dict[str, Any]:
@@ -529,7 +557,7 @@ class Recommender:
             limit,
             offset,
         )
-        return self._page("SearchByImage", rows, limit, offset)
+        return self._page("SearchByImage", rows, limit, offset, (vector, ("image",)))
 
     async def search_by_text(
         self, query: str, filters: Filters, size: int, token: str, user_id: str = ""
@@ -572,7 +600,8 @@ class Recommender:
                 limit,
                 offset,
             )
-        return self._page("SearchByText", rows, limit, offset)
+        compared = ("image", "caption") if self.model.shared_space else ("caption",)
+        return self._page("SearchByText", rows, limit, offset, (vector, compared))
 
     def similar(
         self, item_id: str, filters: Filters, size: int, token: str, user_id: str = ""
@@ -589,7 +618,7 @@ class Recommender:
             limit,
             offset,
         )
-        return self._page("GetSimilarItems", rows, limit, offset)
+        return self._page("GetSimilarItems", rows, limit, offset, (vector, ("image",)))
 
     def complete_outfit(
         self,

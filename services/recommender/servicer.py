@@ -83,7 +83,11 @@ def to_item(data: dict[str, Any]) -> common_pb2.Item:
 
 
 def scored(page: Page) -> list[common_pb2.ScoredItem]:
-    return [common_pb2.ScoredItem(item=to_item(item), score=score) for item, score in page.items]
+    similarity = page.similarity or [0.0] * len(page.items)
+    return [
+        common_pb2.ScoredItem(item=to_item(item), score=score, similarity=close)
+        for (item, score), close in zip(page.items, similarity, strict=True)
+    ]
 
 
 class RecommenderServicer(recommender_pb2_grpc.RecommenderServiceServicer):

@@ -147,9 +147,11 @@ class ItemFilter(_message.Message):
     def __init__(self, categories: _Optional[_Iterable[str]] = ..., article_types: _Optional[_Iterable[str]] = ..., brands: _Optional[_Iterable[str]] = ..., seasons: _Optional[_Iterable[str]] = ..., colours: _Optional[_Iterable[str]] = ..., usages: _Optional[_Iterable[str]] = ..., genders: _Optional[_Iterable[str]] = ..., price_range: _Optional[_Union[PriceRange, _Mapping]] = ..., in_stock_only: _Optional[bool] = ..., excluded_item_ids: _Optional[_Iterable[str]] = ..., years: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ScoredItem(_message.Message):
-    __slots__ = ("item", "score")
+    __slots__ = ("item", "score", "similarity")
     ITEM_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     item: Item
     score: float
-    def __init__(self, item: _Optional[_Union[Item, _Mapping]] = ..., score: _Optional[float] = ...) -> None: ...
+    similarity: float
+    def __init__(self, item: _Optional[_Union[Item, _Mapping]] = ..., score: _Optional[float] = ..., similarity: _Optional[float] = ...) -> None: ...

@@ -80,14 +80,16 @@ class ChatTurnMessage(_message.Message):
     def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
 class ChatCard(_message.Message):
-    __slots__ = ("number", "item", "score")
+    __slots__ = ("number", "item", "score", "similarity")
     NUMBER_FIELD_NUMBER: _ClassVar[int]
     ITEM_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     number: int
     item: _common_pb2.Item
     score: float
-    def __init__(self, number: _Optional[int] = ..., item: _Optional[_Union[_common_pb2.Item, _Mapping]] = ..., score: _Optional[float] = ...) -> None: ...
+    similarity: float
+    def __init__(self, number: _Optional[int] = ..., item: _Optional[_Union[_common_pb2.Item, _Mapping]] = ..., score: _Optional[float] = ..., similarity: _Optional[float] = ...) -> None: ...
 
 class ChatConstraint(_message.Message):
     __slots__ = ("field", "values")

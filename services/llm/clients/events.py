@@ -34,6 +34,7 @@ def to_event(turn: ChatTurn) -> events_pb2.ChatTurnEvent:
             events_pb2.ChatCard(
                 number=n,
                 score=i.score,
+                similarity=i.similarity,
                 item=item_proto(i),
             )
             for n, i in enumerate(turn.items, 1)

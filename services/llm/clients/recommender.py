@@ -98,6 +98,7 @@ def card_item(scored: common_pb2.ScoredItem) -> CardItem:
         price=item.price,
         currency_code=item.currency_code,
         score=scored.score,
+        similarity=scored.similarity,
     )
 
 
