@@ -33,7 +33,13 @@ from typing import Any
 from services.llm.calibration import Calibration, choose_floor, closest_similarity, write
 from services.llm.clients.recommender import RecommenderCatalog
 from services.llm.planner import Turn, Vocabulary, plan_conversation
-from styleloop.chat_questions import Question, Split, build_questions, not_sold_questions
+from styleloop.chat_questions import (
+    Question,
+    Split,
+    build_questions,
+    not_sold_questions,
+    not_sold_things,
+)
 
 TITLE_TEMPLATES = ("do you have {title}?", "I want {title}", "looking for {title}")
 
@@ -76,16 +82,13 @@ def branded_not_sold(
     the planner finds a brand filter, and only the floor can tell."""
     counts = Counter(str(r["brand"]) for r in rows if r.get("brand"))
     common = [b for b, _ in counts.most_common(20)]
+    if not common:
+        return []
     rng = random.Random(f"{seed}:{split}:branded")
     out = []
-    for question in not_sold_questions(rows, split, per_kind=per_kind, seed=seed):
-        thing = question.text.split(" ", 3)[-1].rstrip("?").removesuffix(" please")
-        for article in ("a ", "an "):
-            thing = thing.removeprefix(article)
-        if not common:
-            break
-        brand = rng.choice(common)
-        out.append(Question(f"{brand} {thing}", "not_sold_branded", {}, (), False))
+    for thing, _ in not_sold_things(rows, split, per_kind=per_kind, seed=seed):
+        bare = thing.removeprefix("an ").removeprefix("a ")
+        out.append(Question(f"{rng.choice(common)} {bare}", "not_sold_branded", {}, (), False))
     return out
 
 
@@ -149,6 +152,15 @@ def calibrate(
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
     return calibration, measured
+
+
+def calibrate_into(
+    path: Path, rows: Sequence[Mapping[str, Any]], recommender: str, **kw: Any
+) -> list[str]:
+    """:func:`calibrate`, written to ``path`` for the llm; the report's lines."""
+    calibration, measured = calibrate(rows, recommender, **kw)
+    write(path, calibration)
+    return report(calibration, measured)
 
 
 def report(calibration: Calibration, measured: Sequence[Measured]) -> list[str]:
@@ -225,7 +237,8 @@ def register(commands: Any) -> None:
             return 2
         try:
             rows = [r.item for r in read_catalog(path).rows]
-            calibration, measured = calibrate(
+            lines = calibrate_into(
+                args.out,
                 rows,
                 args.recommender,
                 token=os.environ.get("SERVICE_TOKEN", ""),
@@ -244,8 +257,7 @@ def register(commands: Any) -> None:
         except ValueError as exc:
             sys.stderr.write(f"styleloop calibrate: {exc}\n")
             return 1
-        write(args.out, calibration)
-        for line in [*report(calibration, measured), f"written to {args.out}"]:
+        for line in [*lines, f"written to {args.out}"]:
             sys.stdout.write(line + "\n")
         return 0
 

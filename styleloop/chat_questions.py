@@ -266,6 +266,17 @@ def not_sold_questions(
 ) -> list[Question]:
     """Up to ``per_kind`` questions of kind ``not_sold`` from ``split``: things none of
     whose words the catalog's titles or types use, each in one phrasing."""
+    return [
+        Question(text, "not_sold", {}, (), False)
+        for _, text in not_sold_things(rows, split, per_kind=per_kind, seed=seed)
+    ]
+
+
+def not_sold_things(
+    rows: Iterable[Mapping[str, Any]], split: Split, *, per_kind: int = 10, seed: int = 0
+) -> list[tuple[str, str]]:
+    """(thing, question) for up to ``per_kind`` of :data:`NOT_SOLD` in ``split`` that
+    the catalog's titles and types never name."""
     rng = random.Random(f"{seed}:{split}:not_sold")
     words = set(
         " ".join(f"{r.get('article_type', '')} {r.get('title', '')}" for r in rows).lower().split()
@@ -277,7 +288,6 @@ def not_sold_questions(
             continue
         if _bucket("not_sold", (thing,)) != split:
             continue
-        text = rng.choice(NOT_SOLD_TEMPLATES).format(thing=thing)
-        out.append(Question(text, "not_sold", {}, (), False))
+        out.append((thing, rng.choice(NOT_SOLD_TEMPLATES).format(thing=thing)))
     rng.shuffle(out)
     return out[:per_kind]

@@ -238,28 +238,26 @@ def _calibrate(
 ) -> None:
     """The chat's similarity floor, drawn again when the models or the catalog changed
     (the llm reads the file again by itself)."""
-    from services.llm.calibration import read, write
-    from styleloop.calibrate import calibrate, catalog_key, report
+    from services.llm.calibration import read
+    from styleloop.calibrate import calibrate_into, catalog_key
 
     rows = [r.item for r in catalog.rows]
     path = state_dir / "calibration.json"
     key = catalog_key(models_dir, rows)
     try:
-        if read(path).key == key:
-            _out(f"chat's similarity floor: {read(path).min_similarity:.4f} ({path})")
-            return
+        current = read(path)
     except (OSError, ValueError):
-        pass
+        current = None
+    if current is not None and current.key == key:
+        _out(f"chat's similarity floor: {current.min_similarity:.4f} ({path})")
+        return
     _out("Calibrating chat's 'nothing fits' similarity floor on the catalog…")
     try:
-        calibration, measured = calibrate(
-            rows, recommender, token=token, key=key, progress=progress
-        )
+        lines = calibrate_into(path, rows, recommender, token=token, key=key, progress=progress)
     except ValueError as exc:  # e.g. a catalog too small to ask servable questions of
         _out(f"  not calibrated ({exc}): chat's filters alone decide what fits")
         return
-    write(path, calibration)
-    for line in report(calibration, measured):
+    for line in lines:
         _out(f"  {line}")
 
 
