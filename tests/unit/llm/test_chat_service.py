@@ -479,3 +479,30 @@ async def test_a_blank_earlier_turn_does_not_leave_the_search_without_words(chat
     )
     got = await answer(chat.stub, request)
     assert got.finish.answer_id and got.kinds[0] == "retrieved"
+
+
+async def test_a_search_under_the_calibrated_floor_finishes_no_items(chat: Chat, tmp_path: Path):
+    from services.llm.calibration import Calibration, SimilarityFloor, write
+    from services.llm.core import BELOW_FLOOR
+
+    path = tmp_path / "calibration.json"
+    chat.service.core.floor = SimilarityFloor(0.0, path)  # as `up` configures it
+    question = "do you have a lawn mower?"  # words no vocabulary of the catalog explains
+    before = await answer(chat.stub, ask(question))
+    assert before.retrieved, "no calibration file yet: no floor"
+
+    # A floor no item can reach (cosine < 1): what was asked is not sold here.
+    write(path, Calibration(0.9999, 0.95, 10, 1.0, 10, 1.0))
+    below = BELOW_FLOOR._value.get()
+    got = await answer(chat.stub, ask(question))
+    assert got.retrieved == [] and got.references == []
+    assert got.finish.finish_reason == llm_pb2.FINISH_REASON_NO_ITEMS
+    assert "lawn mower" in got.text and got.finish.completion_tokens == 0
+    assert BELOW_FLOOR._value.get() == below + 1
+    assert chat.published[-1].finish == "no_items"
+
+    # Only words the catalog's vocabularies explain: the floor does not apply.
+    filters_only = await answer(chat.stub, ask("puma tshirts"))
+    assert filters_only.retrieved and filters_only.finish.finish_reason != (
+        llm_pb2.FINISH_REASON_NO_ITEMS
+    )
