@@ -134,6 +134,7 @@ def query_filter(
 FilterQuery = Annotated[ItemFilter, Depends(query_filter)]
 PageSize = Annotated[int, Query(ge=1, le=100)]
 PageToken = Annotated[str, Query(max_length=200)]
+UserQuery = Annotated[str, Query(max_length=128, pattern=r"^[A-Za-z0-9._:\-]*$")]
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 KINDS = {
     "impression": common_pb2.INTERACTION_KIND_IMPRESSION,
@@ -489,8 +490,10 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         flt: FilterQuery,
         page_size: PageSize = 10,
         page_token: PageToken = "",
+        user_id: UserQuery = "",
     ) -> Page:
-        """Items that look like the uploaded photo."""
+        """Items that look like the uploaded photo (personalised with ``user_id``: that
+        shopper's rejected items and their near-duplicates never come back)."""
         data = await image.read(settings.max_upload_bytes + 1)
         if not data:
             raise ApiError(400, "IMAGE_EMPTY", "the uploaded image is empty (0 bytes)")
@@ -503,7 +506,11 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         return await page(
             backends(request).recommender.SearchByImage,
             recommender_pb2.SearchByImageRequest(
-                image=data, filter=flt.to_proto(), page_size=page_size, page_token=page_token
+                image=data,
+                filter=flt.to_proto(),
+                page_size=page_size,
+                page_token=page_token,
+                user_id=user_id,
             ),
         )
 
@@ -517,6 +524,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 filter=body.filter.to_proto(),
                 page_size=body.page_size,
                 page_token=body.page_token,
+                user_id=body.user_id,
             ),
         )
 
@@ -687,7 +695,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             protos.append(proto)
             ids.append(event_id)
         spooled = await backends(request).feedback.publish(records)
-        await apply_now(backends(request), protos)
+        if settings.apply_feedback_now:
+            await apply_now(backends(request), protos)
         return FeedbackAccepted(accepted=len(ids), event_ids=ids, spooled=spooled)
 
     async def apply_now(backends_: Backends, events: list[events_pb2.FeedbackEvent]) -> None:

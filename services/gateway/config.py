@@ -62,6 +62,12 @@ class GatewaySettings(BaseSettings):
         description="Durable spool for feedback events while Kafka is unreachable.",
     )
     spool_replay_interval_s: float = Field(default=2.0, gt=0)
+    apply_feedback_now: bool = Field(
+        default=True,
+        description="Also apply likes, rejections and purchases to the recommender right "
+        "after Kafka took them (best effort; the trainer applies every event from Kafka "
+        "either way): false leaves it to the trainer alone.",
+    )
     spool_replay_chunk: int = Field(
         default=1000, ge=1, le=100_000, description="Spooled events sent per acknowledged chunk."
     )

@@ -172,6 +172,13 @@ class TextSearch(Strict):
     query: str = Field(
         min_length=1, max_length=500, pattern=NOT_BLANK, examples=["red floral summer dress"]
     )
+    user_id: str = Field(
+        default="",
+        max_length=128,
+        pattern=r"^[A-Za-z0-9._:\-]*$",
+        description="Personalise for this shopper: items they rejected, and near-duplicates "
+        "of them, never come back.",
+    )
     filter: ItemFilter = Field(default_factory=ItemFilter)
     page_size: Count = Field(default=10, ge=1, le=100)
     page_token: str = Field(default="", max_length=200)
