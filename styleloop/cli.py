@@ -170,7 +170,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         broker.bootstrap,
         token,
     )
-    encoder, captioner, recommender, llm, gateway = services
+    encoder, captioner, recommender, llm, trainer, gateway = services
     url = f"http://{gateway.address}"
 
     def after_start() -> None:
@@ -217,6 +217,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"  .venv/bin/styleloop events tail --bootstrap {broker.bootstrap} --from-beginning\n"
             f"LLM: {llm.address} (LlmService; chat-turn events on styleloop.chat.v1), "
             f"{_serving_adapter(state_dir / 'adapters')}\n"
+            f"Trainer: applies feedback from Kafka to the recommender (metrics "
+            f"http://127.0.0.1:{trainer.metrics_port}/metrics)\n"
             "Running on 127.0.0.1: "
             + ", ".join(f"{s.name} {s.address}" for s in services)
             + f", Kafka {broker.bootstrap}; logs in {state_dir / 'logs'}."
@@ -541,7 +543,7 @@ def cmd_events_tail(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from styleloop import bench_llm, calibrate, eval_chat, train_stylist
+    from styleloop import adapters_cli, bench_llm, calibrate, eval_chat, train_dpo, train_stylist
     from styleloop.models.presets import PRESETS
 
     parser = argparse.ArgumentParser(
@@ -752,6 +754,9 @@ def build_parser() -> argparse.ArgumentParser:
     align.add_argument("--no-progress", action="store_true")
     align.set_defaults(func=cmd_train_align)
     train_stylist.register(train_commands)
+    train_dpo.register(train_commands)
+    train_dpo.register_pairs(commands)
+    adapters_cli.register(commands)
 
     evaluate = commands.add_parser("eval", help="measure quality")
     eval_commands = evaluate.add_subparsers(dest="eval_command", required=True, metavar="WHAT")

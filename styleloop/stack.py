@@ -1,6 +1,6 @@
 """`styleloop up`: the local stack on 127.0.0.1 — prepared models (with StyleLoop's heads
 trained on the catalog when the preset needs them), the Kafka-protocol broker (Tansu),
-the encoder, captioner, recommender, llm and gateway as processes, and the catalog ingested —
+the encoder, captioner, recommender, llm, trainer and gateway as processes, and the catalog
 then a search to show it works.
 
 Why not honcho/a Procfile: the services must start in order, each only once the one it
@@ -140,9 +140,9 @@ def plan(
     service_token: str = "",
 ) -> list[Service]:
     """The gRPC services in start order — encoder, recommender, captioner on ``base_port``
-    + 0, 1, 2 (metrics on +100, 101, 102), the llm on + 5 (metrics + 104) — then the
-    gateway on ``gateway_port`` (metrics on ``base_port`` + 103); every service asks for
-    (and sends) ``service_token``."""
+    + 0, 1, 2 (metrics on +100, 101, 102), the llm on + 5 (metrics + 104), the trainer on
+    + 6 (metrics + 105) — then the gateway on ``gateway_port`` (metrics on ``base_port`` +
+    103); every service asks for (and sends) ``service_token``."""
     logs = state_dir / "logs"
     encoder = Service(
         "encoder",
@@ -191,6 +191,23 @@ def plan(
         },
         logs / "llm.log",
     )
+    trainer = Service(
+        "trainer",
+        "services.trainer",
+        base_port + 6,
+        base_port + 105,
+        {
+            "KAFKA_BOOTSTRAP": kafka_bootstrap,
+            "RECOMMENDER_ADDR": recommender.address,
+            "STATE_DIR": str(state_dir / "trainer"),
+            "SPOOL_DIR": str(state_dir / "trainer-spool"),
+            # DPO rounds on the chat model, published into the llm's registry.
+            "MODELS_DIR": str(models_dir),
+            "ADAPTERS_DIR": str(state_dir / "adapters"),
+            "LLM_ADDR": llm.address,
+        },
+        logs / "trainer.log",
+    )
     gateway = Service(
         "gateway",
         "services.gateway",
@@ -207,7 +224,7 @@ def plan(
         logs / "gateway.log",
         http=True,
     )
-    services = [encoder, captioner, recommender, llm, gateway]
+    services = [encoder, captioner, recommender, llm, trainer, gateway]
     if service_token:
         for service in services:
             service.env["SERVICE_TOKEN"] = service_token

@@ -121,3 +121,11 @@ def reason_for(item: CardItem, constraints: Mapping[str, Sequence[str]]) -> str:
         return "matches " + ", ".join(dict.fromkeys(met))
     described = " ".join(v for v in (item.colour, item.article_type) if v) or item.title
     return f"{item.brand} {described}".strip()
+
+
+def recommend(number: int, title: str) -> str:
+    """The plainest answer in the form the stylist adapter is trained to give
+    (:func:`styleloop.train_stylist.answer_for`): one card, named and cited. The trainer's
+    preference pairs are two such answers to one prompt, so that DPO shapes which card
+    the model picks rather than how it words it."""
+    return f"Try the {clean(title)} [{number}]."

@@ -140,3 +140,36 @@ class ChatTurnEvent(_message.Message):
     prompt_tokens: int
     completion_tokens: int
     def __init__(self, event_id: _Optional[str] = ..., answer_id: _Optional[str] = ..., user_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., request_id: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., conversation: _Optional[_Iterable[_Union[ChatTurnMessage, _Mapping]]] = ..., prompt: _Optional[_Iterable[_Union[ChatTurnMessage, _Mapping]]] = ..., cards: _Optional[_Iterable[_Union[ChatCard, _Mapping]]] = ..., text: _Optional[str] = ..., cited_item_ids: _Optional[_Iterable[str]] = ..., finish_reason: _Optional[_Union[_llm_pb2.FinishReason, str]] = ..., adapter_id: _Optional[str] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., constraints: _Optional[_Iterable[_Union[ChatConstraint, _Mapping]]] = ..., missing: _Optional[_Iterable[str]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
+
+class ModelRoundEvent(_message.Message):
+    __slots__ = ("event_id", "round_id", "parent_adapter_id", "published", "adapter_id", "reason", "base_model_id", "base_model_version", "metrics", "pairs_used", "event_time")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    PARENT_ADAPTER_ID_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    BASE_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    BASE_MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    PAIRS_USED_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    round_id: str
+    parent_adapter_id: str
+    published: bool
+    adapter_id: str
+    reason: str
+    base_model_id: str
+    base_model_version: str
+    metrics: _containers.ScalarMap[str, float]
+    pairs_used: int
+    event_time: _timestamp_pb2.Timestamp
+    def __init__(self, event_id: _Optional[str] = ..., round_id: _Optional[str] = ..., parent_adapter_id: _Optional[str] = ..., published: _Optional[bool] = ..., adapter_id: _Optional[str] = ..., reason: _Optional[str] = ..., base_model_id: _Optional[str] = ..., base_model_version: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., pairs_used: _Optional[int] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -29,12 +29,12 @@ from tests.conftest import ROOT, run_cli
 
 
 def free_block() -> int:
-    """A base port with base..base+5 and base+100..base+104 all free a moment ago."""
+    """A base port with base..base+6 and base+100..base+105 all free a moment ago."""
     for _ in range(50):
         base = random.randrange(20000, 40000)
         sockets = []
         try:
-            for port in (*range(base, base + 6), *range(base + 100, base + 105)):
+            for port in (*range(base, base + 7), *range(base + 100, base + 106)):
                 sock = socket.socket()
                 sockets.append(sock)
                 sock.bind(("127.0.0.1", port))
@@ -106,6 +106,32 @@ def tail_events(
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
+def consumed(metrics_url: str, topic: str = "styleloop.feedback.v1") -> dict[str, float]:
+    """The trainer's trainer_events_consumed_total for ``topic``, by outcome."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as reply:
+        text = reply.read().decode()
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("trainer_events_consumed_total{") and f'topic="{topic}"' in line:
+            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
+            found[outcome] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
+def chat_events(url: str, body: dict) -> dict:
+    """POST /v1/chat; the last event of each kind, parsed."""
+    request = urllib.request.Request(
+        f"{url}/v1/chat", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    events: dict = {}
+    with urllib.request.urlopen(request, timeout=120) as reply:
+        for block in reply.read().decode().split("\n\n"):
+            lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+            if "event" in lines and "data" in lines:
+                events[lines["event"]] = json.loads(lines["data"])
+    return events
+
+
 def wait_for(predicate, timeout_s: float = 300) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -116,7 +142,12 @@ def wait_for(predicate, timeout_s: float = 300) -> None:
 
 
 def start_up(
-    tiny_models: Path, catalog: Path, tmp_path: Path, *extra: str, ignore_sigint: bool = False
+    tiny_models: Path,
+    catalog: Path,
+    tmp_path: Path,
+    *extra: str,
+    ignore_sigint: bool = False,
+    env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], int, Path]:
     """`styleloop up` as a process that dies with the test session; returns it, its base
     port (gateway +3, Kafka +4) and the file its output goes to, once it is running."""
@@ -133,6 +164,7 @@ def start_up(
         proc = spawn(
             command,
             cwd=ROOT,
+            env={**os.environ, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -179,8 +211,8 @@ def test_up_leaves_nothing_running_when_signalled(
     )
     started = children(proc.pid)
     try:
-        # broker, encoder, captioner, recommender, llm, gateway
-        assert len(started) == 6, started
+        # broker, encoder, captioner, recommender, llm, trainer, gateway
+        assert len(started) == 7, started
         proc.send_signal(signum)
         proc.wait(60)
         wait_for(lambda: not any(alive(pid) for pid in started), 60)
@@ -191,12 +223,21 @@ def test_up_leaves_nothing_running_when_signalled(
                 os.kill(pid, signal.SIGKILL)
     if signum != signal.SIGKILL:
         assert proc.returncode == 0 and "stopped (" in out.read_text(), out.read_text()
-    ports = (*range(base, base + 6), *range(base + 100, base + 105))
+    ports = (*range(base, base + 7), *range(base + 100, base + 106))
     assert all(nobody_listens(p) for p in ports), out.read_text()
 
 
 def test_up_runs_the_whole_stack_end_to_end(tiny_models: Path, drawn_catalog: Path, tmp_path: Path):
-    proc, base, out = start_up(tiny_models, drawn_catalog, tmp_path, "--query", "red t-shirt")
+    # The gateway leaves feedback to the trainer alone, so that what a rejection changes
+    # below is the trainer's doing (Kafka -> trainer -> recommender).
+    proc, base, out = start_up(
+        tiny_models,
+        drawn_catalog,
+        tmp_path,
+        "--query",
+        "red t-shirt",
+        env={"APPLY_FEEDBACK_NOW": "false"},
+    )
     gateway_port, kafka_port = base + 3, base + 4
     replacement: TansuBroker | None = None
     try:
@@ -259,6 +300,43 @@ def test_up_runs_the_whole_stack_end_to_end(tiny_models: Path, drawn_catalog: Pa
         event = read[accepted["event_ids"][0]]
         assert event["kind"] == "INTERACTION_KIND_REJECT" and event["user_id"] == "u1"
 
+        # The trainer applied both rejections (the printed curl example's and this one)
+        # from Kafka, once each: that shopper's recommendations, searches and chat
+        # retrieval no longer show them.
+        rejected = {rows[0].item["item_id"], target.item["item_id"]}
+        metrics_url = f"http://127.0.0.1:{base + 105}/metrics"
+        wait_for(lambda: consumed(metrics_url).get("applied") == 2, 60)
+        assert set(consumed(metrics_url)) == {"applied"}, consumed(metrics_url)
+        mine = call(f"{url}/v1/recommendations", {"user_id": "u1", "page_size": 100})
+        assert mine["results"] and not rejected & {r["item"]["item_id"] for r in mine["results"]}
+        by_photo = call(
+            f"{url}/v1/search/image?page_size=3&user_id=u1",
+            files=("p.png", target.image.read_bytes()),
+        )
+        assert target.item["item_id"] not in {r["item"]["item_id"] for r in by_photo["results"]}
+        by_text = call(
+            f"{url}/v1/search/text",
+            {"query": target.item["title"], "user_id": "u1", "page_size": 100},
+        )
+        assert by_text["results"]
+        assert not rejected & {r["item"]["item_id"] for r in by_text["results"]}
+
+        # The same question from someone else retrieves the target (all 7 items of its
+        # colour and type fit in 10 cards); from the shopper who rejected it, neither it
+        # nor a near-duplicate comes back (with the tiny encoder, drawn shapes of one
+        # colour are near-duplicates, so that may leave nothing that fits).
+        def retrieved_for(user: str) -> set[str]:
+            body = {
+                "user_id": user,
+                "max_items": 10,
+                "messages": [{"role": "user", "content": target.item["title"]}],
+            }
+            events = chat_events(url, body)
+            return {i["item"]["item_id"] for i in events["retrieved"]["items"]}
+
+        assert target.item["item_id"] in retrieved_for("someone-else")
+        assert not rejected & retrieved_for("u1")
+
         # The printed chat example's answer is on the chat topic, as the trainer reads it.
         turns = tail_events(kafka_port, most=1, idle_s=15, topic="styleloop.chat.v1")
         assert turns and turns[0]["user_id"] == "u1" and turns[0]["answer_id"]
@@ -301,9 +379,9 @@ def test_up_runs_the_whole_stack_end_to_end(tiny_models: Path, drawn_catalog: Pa
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         proc.wait(60)
         stop(proc, 60)  # only if Ctrl-C did not stop it
-    ports = (base, base + 1, base + 2, base + 5, gateway_port, kafka_port)
+    ports = (base, base + 1, base + 2, base + 5, base + 6, gateway_port, kafka_port)
     assert all(nobody_listens(p) for p in ports), out.read_text()  # nothing left behind
-    for name in ("encoder", "captioner", "recommender", "llm", "gateway"):
+    for name in ("encoder", "captioner", "recommender", "llm", "trainer", "gateway"):
         assert (tmp_path / "stack" / "logs" / f"{name}.log").stat().st_size > 0
     assert "e2e-trace-42" in (tmp_path / "stack" / "logs" / "recommender.log").read_text()
     assert os.path.exists(tmp_path / "stack" / "ingest" / "journal.jsonl")

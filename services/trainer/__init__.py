@@ -1,0 +1,1 @@
+"""The trainer: learns from what shoppers reject (see README.md)."""
