@@ -543,7 +543,16 @@ def cmd_events_tail(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from styleloop import adapters_cli, bench_llm, calibrate, eval_chat, train_dpo, train_stylist
+    from styleloop import (
+        adapters_cli,
+        bench_feedback,
+        bench_llm,
+        calibrate,
+        eval_chat,
+        simulate,
+        train_dpo,
+        train_stylist,
+    )
     from styleloop.models.presets import PRESETS
 
     parser = argparse.ArgumentParser(
@@ -725,6 +734,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_recommender.add_argument("--json", type=Path, help="also write the figures as JSON")
     bench_recommender.set_defaults(func=cmd_bench_recommender)
     bench_llm.register(bench_commands)
+    bench_feedback.register(bench_commands)
 
     train = commands.add_parser("train", help="train StyleLoop's own heads and LLM adapters")
     train_commands = train.add_subparsers(dest="train_command", required=True, metavar="WHAT")
@@ -757,6 +767,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_dpo.register(train_commands)
     train_dpo.register_pairs(commands)
     adapters_cli.register(commands)
+    simulate.register(commands)
 
     evaluate = commands.add_parser("eval", help="measure quality")
     eval_commands = evaluate.add_subparsers(dest="eval_command", required=True, metavar="WHAT")

@@ -56,6 +56,7 @@ class Outcome:
     copied_cards: bool = False  # the answer reproduces card lines ("; Casual; Fall 2011")
     finish: str = ""
     adapter_id: str = ""
+    answer_id: str = ""
     text: str = ""
     ttft_s: float | None = None
     tokens_per_s: float | None = None
@@ -107,6 +108,7 @@ def ask(client: Any, question: Question, user: str, max_new_tokens: int) -> Outc
             elif kind == "finish":
                 out.finish = data["finish_reason"]
                 out.adapter_id = data.get("adapter_id", "")
+                out.answer_id = data.get("answer_id", "")
                 out.completion_tokens = int(data.get("completion_tokens", 0))
             elif kind == "error":
                 out.error = f"{data.get('reason')}: {data.get('message')}"

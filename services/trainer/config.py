@@ -84,9 +84,11 @@ class TrainerSettings(ServiceSettings):
     round_steps: int = Field(default=8, ge=1, description="DPO optimizer steps per round.")
     round_batch_size: int = Field(default=2, ge=1, description="Pairs per step.")
     round_rank: int = Field(default=8, ge=1, description="LoRA rank of a fresh adapter.")
-    round_learning_rate: float = Field(default=5e-5, gt=0)
+    round_learning_rate: float = Field(default=1e-4, gt=0)
     round_beta: float = Field(default=0.1, gt=0, description="DPO's beta.")
-    round_max_length: int = Field(default=256, ge=16, description="Tokens per sequence.")
+    round_max_length: int = Field(
+        default=384, ge=16, description="Tokens per sequence (a 5-card prompt is ~270)."
+    )
     round_max_minutes: float = Field(default=20.0, gt=0, description="A round stops by then.")
     round_min_gain: float = Field(
         default=0.05,

@@ -9,7 +9,8 @@ generation prompt), and each answer is followed by the end-of-text token.
 
 CPU-friendly by default: float32 (bf16 autocast on CPU trains slower here and loses
 precision), no gradient checkpointing (TRL turns it on by default; it only saves memory),
-``max_length`` 256 (TRL's default is 1024), small rank, bounded steps and minutes.
+``max_length`` 384 (TRL's default is 1024; the served 5-card prompt is ~270 tokens, and a
+prompt at the limit would be dropped), small rank, bounded steps and minutes.
 
 **Preference accuracy** (the gate): the share of held-out pairs for which the model gives
 the chosen answer a higher log-likelihood than the rejected one, given the prompt — the
@@ -43,9 +44,9 @@ class RoundSettings:
     steps: int = 8
     batch_size: int = 2
     rank: int = 8
-    learning_rate: float = 5e-5
+    learning_rate: float = 1e-4
     beta: float = 0.1
-    max_length: int = 256
+    max_length: int = 384
     max_minutes: float = 20.0
     min_gain: float = 0.05
     seed: int = 0

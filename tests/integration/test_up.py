@@ -337,6 +337,23 @@ def test_up_runs_the_whole_stack_end_to_end(tiny_models: Path, drawn_catalog: Pa
         assert target.item["item_id"] in retrieved_for("someone-else")
         assert not rejected & retrieved_for("u1")
 
+        # Scripted shoppers: with the immediate path on (the trainer applies every
+        # rejection), an item a shopper rejected in round 0 is never shown to them again.
+        simulated = tmp_path / "simulate.json"
+        sim = run_cli(
+            "simulate", "--catalog", str(drawn_catalog), "--gateway", url,
+            "--trainer-metrics", metrics_url, "--no-dpo-wait", "--round-timeout-s", "60",
+            "--shoppers", "3", "--questions", "2", "--rounds", "2",
+            "--max-new-tokens", "8", "--json", str(simulated), "--no-progress",
+        )  # fmt: skip
+        assert sim.returncode == 0, sim.stderr
+        assert "rate" in sim.stdout and "shown again" in sim.stdout
+        rounds = json.loads(simulated.read_text())["rounds"]
+        assert [r["questions"] for r in rounds] == [6, 6] and rounds[0]["recommended"] > 0
+        assert rounds[0]["rejected"] > 0, "someone's taste was violated: a real check below"
+        wait_for(lambda: consumed(metrics_url).get("applied", 0) >= 2 + rounds[0]["rejected"], 60)
+        assert all(r["shown_again"] == 0 for r in rounds), rounds
+
         # The printed chat example's answer is on the chat topic, as the trainer reads it.
         turns = tail_events(kafka_port, most=1, idle_s=15, topic="styleloop.chat.v1")
         assert turns and turns[0]["user_id"] == "u1" and turns[0]["answer_id"]

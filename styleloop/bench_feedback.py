@@ -1,0 +1,184 @@
+"""`styleloop bench feedback`: how long a rejection takes to change the shopper's answers.
+
+Against a running stack (`make up`): ``--events`` rejections of real catalog items, each for
+a shopper of its own, are sent through ``POST /v1/feedback`` at ``--rate`` a second. Two
+latencies are reported, p50 / p95 / p99 / max:
+
+- **visible**: from the moment the gateway accepted the event until a text search for the
+  item's own title, personalised for that shopper, no longer returns it (polled every
+  ``--poll-ms``; what a shopper would see);
+- **trainer**: the trainer's ``trainer_event_to_effect_seconds`` (gateway receipt → the
+  recommender applied it) over the same events, read from its ``/metrics`` before and after
+  (a histogram: quantiles interpolated within its buckets, as Prometheus'
+  ``histogram_quantile`` does).
+
+Measure the trainer's path with the gateway's own apply switched off
+(``APPLY_FEEDBACK_NOW=false make up``); with it on, "visible" is the gateway's path and the
+trainer finds the events already applied. Goal (issue 14): p99 < 1 s on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+HISTOGRAM = "trainer_event_to_effect_seconds"
+
+
+def buckets(metrics_url: str) -> list[tuple[float, float]]:
+    """(upper bound, cumulative count) of the trainer's effect-latency histogram."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as reply:
+        text = reply.read().decode()
+    found = []
+    for line in text.splitlines():
+        if line.startswith(HISTOGRAM + "_bucket{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            found.append(
+                (float("inf") if bound == "+Inf" else float(bound), float(line.split()[-1]))
+            )
+    return sorted(found)
+
+
+def histogram_quantile(q: float, cumulative: Sequence[tuple[float, float]]) -> float:
+    """Prometheus' estimate: linear within the bucket the q-th observation falls in."""
+    total = cumulative[-1][1] if cumulative else 0.0
+    if total <= 0:
+        return float("nan")
+    rank, lower, below = q * total, 0.0, 0.0
+    for bound, count in cumulative:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower
+            inside = count - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
+        lower, below = bound, count
+    return lower
+
+
+def quantiles(values: Sequence[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    if not ordered:
+        return {}
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return {"p50": at(0.5), "p95": at(0.95), "p99": at(0.99), "max": ordered[-1]}
+
+
+def run(
+    client: Any, metrics_url: str, events: int, rate: float, poll_s: float, timeout_s: float
+) -> dict[str, Any]:
+    items = client.post("/v1/search/text", json={"query": "shirt", "page_size": 100})
+    items.raise_for_status()
+    catalog = [r["item"] for r in items.json()["results"]]
+    if not catalog:
+        raise RuntimeError("the stack's catalog is empty")
+    before = buckets(metrics_url) if metrics_url else []
+    run_id = uuid.uuid4().hex[:8]
+    visible: list[float] = []
+    unseen = 0
+
+    def shown(item: dict[str, Any], user: str) -> bool:
+        query = {"query": item["title"], "user_id": user, "page_size": 20}
+        found = client.post("/v1/search/text", json=query).json()["results"]
+        return item["item_id"] in {r["item"]["item_id"] for r in found}
+
+    # Only items their own title finds: their disappearance is the rejection's doing.
+    catalog = [i for i in catalog if shown(i, f"bench-{run_id}-probe")]
+    if not catalog:
+        raise RuntimeError("no item is found by its own title")
+    for n in range(events):
+        started = time.monotonic()
+        item = catalog[n % len(catalog)]
+        user = f"bench-{run_id}-{n}"
+        event = {"user_id": user, "item_id": item["item_id"], "kind": "reject"}
+        client.post("/v1/feedback", json={"events": [event]}).raise_for_status()
+        accepted = time.monotonic()
+        while True:
+            if not shown(item, user):
+                visible.append(time.monotonic() - accepted)
+                break
+            if time.monotonic() - accepted > timeout_s:
+                unseen += 1
+                break
+            time.sleep(poll_s)
+        time.sleep(max(0.0, 1.0 / rate - (time.monotonic() - started)))
+    report: dict[str, Any] = {"events": events, "visible_s": quantiles(visible), "not_seen": unseen}
+    if metrics_url:
+        deadline = time.monotonic() + timeout_s
+        after = buckets(metrics_url)
+        while after and after[-1][1] - (before[-1][1] if before else 0) < events:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+            after = buckets(metrics_url)
+        delta = [(bound, count - dict(before).get(bound, 0.0)) for bound, count in after]
+        report["trainer_observed"] = delta[-1][1] if delta else 0
+        report["trainer_s"] = {
+            f"p{int(q * 100)}": histogram_quantile(q, delta) for q in (0.5, 0.95, 0.99)
+        }
+    return report
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "feedback",
+        help="event -> effect latency of rejections through a running stack",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--gateway", default="http://127.0.0.1:8080")
+    parser.add_argument(
+        "--trainer-metrics",
+        default="http://127.0.0.1:50156/metrics",
+        help="the trainer's /metrics ('' skips the trainer's histogram)",
+    )
+    parser.add_argument("--events", type=int, default=100, help="rejections to send (100)")
+    parser.add_argument("--rate", type=float, default=10.0, help="events a second at most (10)")
+    parser.add_argument("--poll-ms", type=float, default=10.0, help="search polling interval")
+    parser.add_argument("--timeout-s", type=float, default=30.0, help="per event, at most")
+    parser.add_argument("--json", type=Path)
+
+    def main(args: argparse.Namespace) -> int:
+        import httpx
+
+        if not 1 <= args.events <= 10_000 or args.rate <= 0:
+            sys.stderr.write("styleloop bench feedback: --events 1..10000, --rate > 0\n")
+            return 2
+        with httpx.Client(base_url=args.gateway, timeout=30) as client:
+            try:
+                client.get("/healthz").raise_for_status()
+                if args.trainer_metrics:
+                    buckets(args.trainer_metrics)
+            except (httpx.HTTPError, OSError) as exc:
+                sys.stderr.write(f"styleloop bench feedback: stack not reachable ({exc})\n")
+                return 2
+            report = run(
+                client,
+                args.trainer_metrics,
+                args.events,
+                args.rate,
+                args.poll_ms / 1000,
+                args.timeout_s,
+            )
+        for name in ("visible_s", "trainer_s"):
+            if name in report:
+                figures = "  ".join(f"{k} {v * 1000:.0f} ms" for k, v in report[name].items())
+                sys.stdout.write(f"{name[:-2]:8} {figures}\n")
+        sys.stdout.write(
+            f"events {report['events']}, not seen within the timeout {report['not_seen']}, "
+            f"trainer observed {report.get('trainer_observed', '-')}\n"
+        )
+        if args.json is not None:
+            args.json.write_text(json.dumps(report, indent=2))
+        return 0
+
+    parser.set_defaults(func=main)

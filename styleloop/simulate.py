@@ -1,0 +1,335 @@
+"""`styleloop simulate`: scripted shoppers with hidden tastes against a running stack.
+
+Each shopper has one taste the stack is never told — never a colour, only one gender, or
+a favourite brand — and, round after round, asks the chat fresh questions that leave room
+to get it wrong ("show me tshirts" to someone who never wears black). They read the answer
+as a shopper would: every item the answer recommends (cites) that does not fit their
+taste is rejected, every shown item that fits is liked, each event naming the answer it
+came from (``answer_id``), through ``POST /v1/feedback``. The trainer pairs them with
+the chat turns into preference pairs and runs its DPO rounds on them.
+
+Reported per round: the rejection rate (rejected / recommended items) and how often an
+item the shopper had rejected was shown to them again. Between rounds it waits for the
+trainer to finish a DPO round (its ``trainer_rounds_total``, from ``--trainer-metrics``).
+
+To measure what the model learnt (issue 14's goal: the rejection rate on fresh questions
+falls by ≥ 30% relative to round 0 after 3 rounds), run the stack with the immediate path
+off, so that retrieval does not simply hide rejected items, and with rounds that start
+after one simulated round::
+
+    IMMEDIATE=false APPLY_FEEDBACK_NOW=false ROUND_MIN_PAIRS=16 make up
+    .venv/bin/styleloop simulate --catalog ../shared/data --rounds 3
+
+With the immediate path on (the default stack), "shown again" must stay 0.
+Everything is bounded: shoppers, questions, rounds and the wait for each DPO round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+import urllib.request
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from styleloop.chat_questions import Question, _plural
+
+
+@dataclass(frozen=True)
+class Taste:
+    kind: str  # avoid_colour, only_gender, brand
+    value: str
+
+    def fits(self, item: Mapping[str, Any]) -> bool:
+        if self.kind == "avoid_colour":
+            return str(item.get("colour", "")) != self.value
+        if self.kind == "only_gender":
+            return str(item.get("gender", "")) in (self.value, "Unisex")
+        return str(item.get("brand", "")) == self.value
+
+    def __str__(self) -> str:
+        return {"avoid_colour": "never {}", "only_gender": "only {}", "brand": "only {}"}[
+            self.kind
+        ].format(self.value)
+
+
+@dataclass
+class Shopper:
+    user_id: str
+    taste: Taste
+    questions: list[list[str]]  # per round
+    rejected: set[str] = field(default_factory=set)
+
+
+@dataclass
+class RoundReport:
+    round: int
+    questions: int = 0
+    recommended: int = 0
+    rejected: int = 0
+    liked: int = 0
+    shown_again: int = 0  # items the shopper had rejected, shown to them again
+    adapters: dict[str, int] = field(default_factory=dict)
+    errors: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rejection_rate(self) -> float:
+        return self.rejected / self.recommended if self.recommended else 0.0
+
+
+def shoppers_for(
+    rows: Sequence[Mapping[str, Any]], count: int, rounds: int, per_round: int, seed: int
+) -> list[Shopper]:
+    """Tastes the catalog can both satisfy and violate, with questions (different every
+    round) whose answers can go either way."""
+    rng = random.Random(seed)
+    colours = Counter(str(r.get("colour", "")) for r in rows if r.get("colour"))
+    by_type: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for row in rows:
+        if row.get("article_type"):
+            by_type[str(row["article_type"])].append(row)
+    tastes: list[Taste] = []
+    for colour, _ in colours.most_common(3):
+        tastes.append(Taste("avoid_colour", colour))
+    tastes += [Taste("only_gender", "Women"), Taste("only_gender", "Men")]
+    brands = Counter(str(r.get("brand", "")) for r in rows if r.get("brand"))
+    for brand, _ in brands.most_common(2):
+        tastes.append(Taste("brand", brand))
+    shoppers = []
+    for n in range(count):
+        taste = tastes[n % len(tastes)]
+        # Types with items on both sides of the taste (at least 3 each), asked plainly.
+        both = [
+            t
+            for t, items in by_type.items()
+            if sum(taste.fits(i) for i in items) >= 3 and sum(not taste.fits(i) for i in items) >= 3
+        ]
+        rng.shuffle(both)
+        wanted = rounds * per_round
+        picks = (both * (wanted // max(1, len(both)) + 1))[:wanted] if both else []
+        questions = [
+            [f"show me {_plural(t)}" for t in picks[r * per_round : (r + 1) * per_round]]
+            for r in range(rounds)
+        ]
+        shoppers.append(Shopper(f"sim-{seed}-{n}-{taste.kind}", taste, questions))
+    return shoppers
+
+
+def metric_sum(metrics_url: str, name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples that carry every one of ``labels``."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as reply:
+        text = reply.read().decode()
+    wanted = [f'{k}="{v}"' for k, v in labels.items()]
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") and all(w in line for w in wanted)
+    )
+
+
+def rounds_done(metrics_url: str) -> float:
+    """trainer_rounds_total summed over outcomes (published, kept, failed)."""
+    return metric_sum(metrics_url, "trainer_rounds_total")
+
+
+def feedback_consumed(metrics_url: str) -> float:
+    """Feedback events the trainer has handled, whatever their outcome."""
+    return metric_sum(metrics_url, "trainer_events_consumed_total", topic="styleloop.feedback.v1")
+
+
+def wait(condition: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            sys.stderr.write(f"styleloop simulate: {what} within {timeout_s:.0f} s; going on\n")
+            return
+        time.sleep(1)
+
+
+def run(
+    client: Any,
+    rows: Sequence[Mapping[str, Any]],
+    shoppers: Sequence[Shopper],
+    rounds: int,
+    *,
+    trainer_metrics: str,
+    round_timeout_s: float,
+    max_new_tokens: int,
+    progress: bool,
+    dpo: bool = True,
+) -> list[RoundReport]:
+    from tqdm import tqdm
+
+    from styleloop.eval_chat import ask
+
+    by_id = {str(r["item_id"]): r for r in rows}
+    reports = []
+    for number in range(rounds):
+        report = RoundReport(number)
+        started = time.monotonic()
+        before = rounds_done(trainer_metrics) if trainer_metrics else 0.0
+        consumed = feedback_consumed(trainer_metrics) if trainer_metrics else 0.0
+        sent = 0
+        asked = [(s, q) for s in shoppers for q in s.questions[number]]
+        for shopper, text in tqdm(asked, desc=f"round {number}", disable=not progress, unit="q"):
+            outcome = ask(client, Question(text, "simulate"), shopper.user_id, max_new_tokens)
+            report.questions += 1
+            if outcome.error:
+                report.errors += 1
+                continue
+            report.adapters[outcome.adapter_id or "base"] = (
+                report.adapters.get(outcome.adapter_id or "base", 0) + 1
+            )
+            report.shown_again += sum(1 for i in outcome.retrieved if i in shopper.rejected)
+            events = []
+            for item_id in dict.fromkeys(outcome.cited):
+                report.recommended += 1
+                if not shopper.taste.fits(by_id.get(item_id, {})):
+                    report.rejected += 1
+                    shopper.rejected.add(item_id)
+                    events.append((item_id, "reject"))
+            for item_id in outcome.retrieved:
+                if shopper.taste.fits(by_id.get(item_id, {})):
+                    events.append((item_id, "like"))
+                    report.liked += 1
+            if events and outcome.answer_id:
+                batch = {
+                    "events": [
+                        {
+                            "user_id": shopper.user_id,
+                            "item_id": item_id,
+                            "kind": kind,
+                            "context": {
+                                "source": "chat",
+                                "query": text,
+                                "recommended_item_ids": outcome.retrieved,
+                                "answer_id": outcome.answer_id,
+                                "adapter_id": outcome.adapter_id,
+                            },
+                        }
+                        for item_id, kind in events
+                    ]
+                }
+                client.post("/v1/feedback", json=batch).raise_for_status()
+                sent += len(events)
+        report.seconds = round(time.monotonic() - started, 1)
+        reports.append(report)
+        if number < rounds - 1 and trainer_metrics:
+            # The trainer has taken every event of this round (and, with --dpo, trained).
+            wait(
+                lambda target=consumed + sent: feedback_consumed(trainer_metrics) >= target,
+                round_timeout_s,
+                f"the trainer did not consume round {number}'s {sent} events",
+            )
+            if dpo:
+                wait(
+                    lambda done=before: rounds_done(trainer_metrics) > done,
+                    round_timeout_s,
+                    f"no DPO round finished after round {number}",
+                )
+    return reports
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "simulate",
+        help="scripted shoppers with hidden tastes chat, reject and like against a stack",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--catalog", type=Path, help="catalog (default $STYLELOOP_DATA_DIR)")
+    parser.add_argument("--gateway", default="http://127.0.0.1:8080", help="a running stack")
+    parser.add_argument(
+        "--trainer-metrics",
+        default="http://127.0.0.1:50156/metrics",
+        help="the trainer's /metrics, to wait for its DPO rounds ('' waits for none)",
+    )
+    parser.add_argument("--shoppers", type=int, default=7, help="scripted shoppers (7)")
+    parser.add_argument("--questions", type=int, default=3, help="per shopper per round (3)")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds of questions (4)")
+    parser.add_argument("--round-timeout-s", type=float, default=900.0)
+    parser.add_argument(
+        "--no-dpo-wait",
+        action="store_true",
+        help="between rounds wait only for the trainer to consume the events, not to train",
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="also write the report as JSON")
+    parser.add_argument("--no-progress", action="store_true")
+
+    def main(args: argparse.Namespace) -> int:
+        import httpx
+
+        from styleloop.catalog import CatalogError, configured_catalog, read_catalog
+
+        for name in ("shoppers", "questions", "rounds"):
+            if not 1 <= getattr(args, name) <= 100:
+                sys.stderr.write(f"styleloop simulate: --{name} must be 1..100\n")
+                return 2
+        catalog = configured_catalog(args.catalog)
+        if catalog is None:
+            sys.stderr.write("styleloop simulate: give --catalog or set STYLELOOP_DATA_DIR\n")
+            return 2
+        try:
+            rows = [r.item for r in read_catalog(catalog).rows]
+        except CatalogError as exc:
+            sys.stderr.write(f"styleloop simulate: {exc}\n")
+            return 2
+        shoppers = shoppers_for(rows, args.shoppers, args.rounds, args.questions, args.seed)
+        with httpx.Client(base_url=args.gateway, timeout=300) as client:
+            try:
+                client.get("/healthz").raise_for_status()
+                if args.trainer_metrics:
+                    rounds_done(args.trainer_metrics)
+            except (httpx.HTTPError, OSError) as exc:
+                sys.stderr.write(f"styleloop simulate: the stack is not reachable ({exc})\n")
+                return 2
+            reports = run(
+                client,
+                rows,
+                shoppers,
+                args.rounds,
+                trainer_metrics=args.trainer_metrics,
+                round_timeout_s=args.round_timeout_s,
+                max_new_tokens=args.max_new_tokens,
+                progress=not args.no_progress,
+                dpo=not args.no_dpo_wait,
+            )
+        first = reports[0].rejection_rate
+        out = sys.stdout
+        out.write(
+            "round  questions  recommended  rejected  rate    vs round 0  shown again  adapter\n"
+        )
+        for r in reports:
+            change = f"{(r.rejection_rate - first) / first:+.0%}" if first else "-"
+            adapter = max(r.adapters, key=r.adapters.get) if r.adapters else "-"  # type: ignore[arg-type]
+            out.write(
+                f"{r.round:5}  {r.questions:9}  {r.recommended:11}  {r.rejected:8}  "
+                f"{r.rejection_rate:5.1%}  {change:>10}  {r.shown_again:11}  {adapter}\n"
+            )
+        out.write("tastes: " + ", ".join(sorted({str(s.taste) for s in shoppers})) + "\n")
+        if args.json is not None:
+            args.json.write_text(
+                json.dumps(
+                    {
+                        "rounds": [
+                            {**asdict(r), "rejection_rate": r.rejection_rate} for r in reports
+                        ],
+                        "shoppers": [
+                            {"user_id": s.user_id, "taste": str(s.taste)} for s in shoppers
+                        ],
+                    },
+                    indent=2,
+                )
+            )
+        return 1 if any(r.errors for r in reports) else 0
+
+    parser.set_defaults(func=main)

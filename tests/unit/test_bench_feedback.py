@@ -1,0 +1,26 @@
+"""The latency estimates `styleloop bench feedback` prints."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from styleloop.bench_feedback import histogram_quantile, quantiles
+
+
+def test_histogram_quantiles_interpolate_within_the_bucket_as_prometheus_does():
+    # 10 observations: 4 under 0.1 s, 4 more under 0.5 s, 2 under 1 s.
+    cumulative = [(0.1, 4.0), (0.5, 8.0), (1.0, 10.0), (float("inf"), 10.0)]
+    assert histogram_quantile(0.4, cumulative) == pytest.approx(0.1)
+    assert histogram_quantile(0.5, cumulative) == pytest.approx(0.2)  # 1 of 4 into (0.1, 0.5]
+    assert histogram_quantile(0.99, cumulative) == pytest.approx(0.975)
+    assert math.isnan(histogram_quantile(0.5, [(0.1, 0.0), (float("inf"), 0.0)]))
+    # Past the last finite bound, the estimate is that bound (as Prometheus answers).
+    assert histogram_quantile(0.99, [(1.0, 1.0), (float("inf"), 10.0)]) == 1.0
+
+
+def test_sample_quantiles():
+    values = [float(v) for v in range(1, 101)]
+    assert quantiles(values) == {"p50": 51.0, "p95": 96.0, "p99": 100.0, "max": 100.0}
+    assert quantiles([]) == {}
