@@ -521,7 +521,10 @@ def cmd_events_tail(args: argparse.Namespace) -> int:
         sys.stderr.write(f"styleloop events tail: cannot reach {args.bootstrap}: {exc}\n")
         return 1
     # One message type per topic (events.proto); a topic of another name is feedback.
-    kind = {"styleloop.chat.v1": events_pb2.ChatTurnEvent}.get(args.topic, events_pb2.FeedbackEvent)
+    kind = {
+        "styleloop.chat.v1": events_pb2.ChatTurnEvent,
+        "styleloop.models.v1": events_pb2.ModelRoundEvent,
+    }.get(args.topic, events_pb2.FeedbackEvent)
     shown = 0
     try:
         for message in consumer:
@@ -532,6 +535,8 @@ def cmd_events_tail(args: argparse.Namespace) -> int:
                 continue
             record = json_format.MessageToDict(event, preserving_proto_field_name=True)
             record["_offset"] = message.offset
+            if message.headers:  # the dead-letter topic's reason and origin
+                record["_headers"] = {k: v.decode(errors="replace") for k, v in message.headers}
             _out(json.dumps(record))
             sys.stdout.flush()
             shown += 1
@@ -621,8 +626,9 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument(
         "--topic",
         default="styleloop.feedback.v1",
-        help="styleloop.feedback.v1 (FeedbackEvent, the default) or styleloop.chat.v1 "
-        "(ChatTurnEvent)",
+        help="styleloop.feedback.v1 (FeedbackEvent, the default), styleloop.chat.v1 "
+        "(ChatTurnEvent), styleloop.models.v1 (ModelRoundEvent) or styleloop.feedback.dlq.v1 "
+        "(dead-lettered feedback, with its reason)",
     )
     tail.add_argument(
         "--from-beginning", action="store_true", help="start at the oldest event, not the end"

@@ -23,7 +23,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,7 +173,13 @@ class Ledger:
     # ------------------------------------------------------------------ turns and feedback
 
     def record_turn(
-        self, event_id: str, topic: str, answer_id: str, user_id: str, event: bytes, pairs: Any
+        self,
+        event_id: str,
+        topic: str,
+        answer_id: str,
+        user_id: str,
+        event: bytes,
+        pairs: Callable[[list[AnswerFeedback]], list[Pair]],
     ) -> list[Pair]:
         """Stores a chat turn and the pairs it completes (``pairs(turn_feedback)`` makes
         them from the feedback that named the answer before the turn arrived)."""
@@ -195,7 +201,7 @@ class Ledger:
         user_id: str,
         item_id: str,
         kind: str,
-        pairs: Any,
+        pairs: Callable[[bytes, list[AnswerFeedback]], list[Pair]],
     ) -> list[Pair]:
         """Marks a feedback event applied; when it names a chat answer, keeps it and
         stores the pairs it completes (``pairs(turn_event_bytes, all_feedback)``)."""
