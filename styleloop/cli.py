@@ -521,7 +521,7 @@ def cmd_events_tail(args: argparse.Namespace) -> int:
         sys.stderr.write(f"styleloop events tail: cannot reach {args.bootstrap}: {exc}\n")
         return 1
     # One message type per topic (events.proto); a topic of another name is feedback.
-    kind = {
+    kind: Any = {
         "styleloop.chat.v1": events_pb2.ChatTurnEvent,
         "styleloop.models.v1": events_pb2.ModelRoundEvent,
     }.get(args.topic, events_pb2.FeedbackEvent)
