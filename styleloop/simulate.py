@@ -164,6 +164,7 @@ def run(
     max_new_tokens: int,
     progress: bool,
     dpo: bool = True,
+    on_round: Any = None,
 ) -> list[RoundReport]:
     from tqdm import tqdm
 
@@ -221,6 +222,8 @@ def run(
                 sent += len(events)
         report.seconds = round(time.monotonic() - started, 1)
         reports.append(report)
+        if on_round is not None:
+            on_round(reports)
         if number < rounds - 1 and trainer_metrics:
             # The trainer has taken every event of this round (and, with --dpo, trained).
             wait(
@@ -235,6 +238,32 @@ def run(
                     f"no DPO round finished after round {number}",
                 )
     return reports
+
+
+def show(reports: Sequence[RoundReport], shoppers: Sequence[Shopper], path: Path | None) -> None:
+    """The table so far (and the JSON file)."""
+    first = reports[0].rejection_rate
+    out = sys.stdout
+    out.write("round  questions  recommended  rejected  rate    vs round 0  shown again  adapter\n")
+    for r in reports:
+        change = f"{(r.rejection_rate - first) / first:+.0%}" if first else "-"
+        adapter = max(r.adapters, key=lambda a: r.adapters[a]) if r.adapters else "-"
+        out.write(
+            f"{r.round:5}  {r.questions:9}  {r.recommended:11}  {r.rejected:8}  "
+            f"{r.rejection_rate:5.1%}  {change:>10}  {r.shown_again:11}  {adapter}\n"
+        )
+    out.write("tastes: " + ", ".join(sorted({str(s.taste) for s in shoppers})) + "\n")
+    out.flush()
+    if path is not None:
+        path.write_text(
+            json.dumps(
+                {
+                    "rounds": [{**asdict(r), "rejection_rate": r.rejection_rate} for r in reports],
+                    "shoppers": [{"user_id": s.user_id, "taste": str(s.taste)} for s in shoppers],
+                },
+                indent=2,
+            )
+        )
 
 
 def register(commands: Any) -> None:
@@ -302,33 +331,8 @@ def register(commands: Any) -> None:
                 max_new_tokens=args.max_new_tokens,
                 progress=not args.no_progress,
                 dpo=not args.no_dpo_wait,
-            )
-        first = reports[0].rejection_rate
-        out = sys.stdout
-        out.write(
-            "round  questions  recommended  rejected  rate    vs round 0  shown again  adapter\n"
-        )
-        for r in reports:
-            change = f"{(r.rejection_rate - first) / first:+.0%}" if first else "-"
-            adapter = max(r.adapters, key=r.adapters.get) if r.adapters else "-"  # type: ignore[arg-type]
-            out.write(
-                f"{r.round:5}  {r.questions:9}  {r.recommended:11}  {r.rejected:8}  "
-                f"{r.rejection_rate:5.1%}  {change:>10}  {r.shown_again:11}  {adapter}\n"
-            )
-        out.write("tastes: " + ", ".join(sorted({str(s.taste) for s in shoppers})) + "\n")
-        if args.json is not None:
-            args.json.write_text(
-                json.dumps(
-                    {
-                        "rounds": [
-                            {**asdict(r), "rejection_rate": r.rejection_rate} for r in reports
-                        ],
-                        "shoppers": [
-                            {"user_id": s.user_id, "taste": str(s.taste)} for s in shoppers
-                        ],
-                    },
-                    indent=2,
-                )
+                # Each round's figures as soon as it ends (a long run can be stopped).
+                on_round=lambda done: show(done, shoppers, args.json),
             )
         return 1 if any(r.errors for r in reports) else 0
 
