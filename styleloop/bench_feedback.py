@@ -34,16 +34,16 @@ HISTOGRAM = "trainer_event_to_effect_seconds"
 
 def buckets(metrics_url: str) -> list[tuple[float, float]]:
     """(upper bound, cumulative count) of the trainer's effect-latency histogram."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     with urllib.request.urlopen(metrics_url, timeout=10) as reply:
         text = reply.read().decode()
-    found = []
-    for line in text.splitlines():
-        if line.startswith(HISTOGRAM + "_bucket{"):
-            bound = line.split('le="', 1)[1].split('"', 1)[0]
-            found.append(
-                (float("inf") if bound == "+Inf" else float(bound), float(line.split()[-1]))
-            )
-    return sorted(found)
+    return sorted(
+        (float(sample.labels["le"]), sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == HISTOGRAM + "_bucket"
+    )
 
 
 def histogram_quantile(q: float, cumulative: Sequence[tuple[float, float]]) -> float:

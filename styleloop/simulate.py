@@ -124,13 +124,15 @@ def shoppers_for(
 
 def metric_sum(metrics_url: str, name: str, **labels: str) -> float:
     """The sum of ``name``'s samples that carry every one of ``labels``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     with urllib.request.urlopen(metrics_url, timeout=10) as reply:
         text = reply.read().decode()
-    wanted = [f'{k}="{v}"' for k, v in labels.items()]
     return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(name + "{") and all(w in line for w in wanted)
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
     )
 
 

@@ -19,13 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from prometheus_client import Counter, Gauge
 
 from services.trainer.core import Outcome, Stopping, TrainerCore
+from styleloop.runtime.producer import reachable
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +42,6 @@ DEAD_LETTERED = Counter(
 KAFKA_ERRORS = Counter(
     "trainer_kafka_errors_total", "Broker failures the consumer recovered from, by step.", ["step"]
 )
-
-
-def reachable(bootstrap: str, timeout_s: float) -> bool:
-    """kafka-python's bootstrap waits ~30 s for an unreachable broker whatever the
-    timeouts say; a plain connect answers at once."""
-    for server in bootstrap.split(","):
-        host, _, port = server.strip().rpartition(":")
-        try:
-            socket.create_connection((host, int(port)), timeout=timeout_s).close()
-            return True
-        except (OSError, ValueError):
-            continue
-    return False
 
 
 class EventConsumer:

@@ -30,6 +30,20 @@ SPOOLED = Counter("styleloop_events_spooled_total", "Events written to the spool
 SPOOL_DEPTH = Gauge("styleloop_events_spool_events", "Events waiting in the spool.", ["topic"])
 
 
+def reachable(bootstrap: str, timeout_s: float) -> bool:
+    """Whether any bootstrap server accepts a TCP connection. kafka-python's bootstrap
+    waits ~30 s for an unreachable broker whatever the timeouts say; a plain connect
+    answers at once."""
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=timeout_s).close()
+            return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
 class DurableProducer:
     def __init__(
         self,
@@ -67,16 +81,7 @@ class DurableProducer:
         from kafka.errors import TopicAlreadyExistsError
 
         timeout_ms = int(self.timeout_s * 1000)
-        # kafka-python's bootstrap waits ~30 s for an unreachable broker whatever the
-        # timeouts say; a plain connect answers at once.
-        for server in self.bootstrap.split(","):
-            host, _, port = server.strip().rpartition(":")
-            try:
-                socket.create_connection((host, int(port)), timeout=self.timeout_s).close()
-                break
-            except OSError:
-                continue
-        else:
+        if not reachable(self.bootstrap, self.timeout_s):
             raise ConnectionError(f"no Kafka broker reachable at {self.bootstrap}")
         admin = KafkaAdminClient(
             bootstrap_servers=self.bootstrap,
