@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from styleloop.commands import add_command
+
 HISTOGRAM = "trainer_event_to_effect_seconds"
 
 
@@ -129,11 +131,11 @@ def run(
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser(
+    parser = add_command(
+        commands,
         "feedback",
+        __doc__,
         help="event -> effect latency of rejections through a running stack",
-        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--gateway", default="http://127.0.0.1:8080")
     parser.add_argument(

@@ -21,6 +21,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from styleloop.commands import add_command
+
 QUESTIONS = (
     "Can you recommend clothes based on Puma fall 2011?",
     "Nike sports shoes for men",
@@ -157,11 +159,11 @@ def main(
 
 def register(commands: Any) -> None:
     """``styleloop bench llm``: added to the bench group by :mod:`styleloop.cli`."""
-    parser = commands.add_parser(
+    parser = add_command(
+        commands,
         "llm",
+        __doc__,
         help="the in-process LLM backend: TTFT, prefill, tokens/s by dtype, batching on",
-        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--models-dir", type=Path, default=Path(".models/offline"))
     parser.add_argument("--catalog", type=Path, help="real cards from this catalog (optional)")

@@ -40,6 +40,7 @@ from styleloop.chat_questions import (
     not_sold_questions,
     not_sold_things,
 )
+from styleloop.commands import add_command
 
 TITLE_TEMPLATES = ("do you have {title}?", "I want {title}", "looking for {title}")
 
@@ -197,11 +198,11 @@ def register(commands: Any) -> None:
     import argparse
     import os
 
-    parser = commands.add_parser(
+    parser = add_command(
+        commands,
         "calibrate",
+        __doc__,
         help="draw chat's 'nothing fits' similarity floor from the catalog",
-        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--catalog", type=Path, help="catalog (default $STYLELOOP_DATA_DIR)")
     parser.add_argument(

@@ -37,6 +37,7 @@ from typing import Any
 
 from services.llm.grounding import CITATION
 from styleloop.chat_questions import Question, build_questions
+from styleloop.commands import add_command
 
 # A card's own layout in an answer: the model copied cards instead of answering.
 CARD_FACTS = re.compile(r";\s*(Casual|Sports|Formal|Ethnic|Fall|Winter|Spring|Summer|looks:)")
@@ -298,11 +299,11 @@ def register(commands: Any) -> None:
     import argparse
     import os
 
-    parser = commands.add_parser(
+    parser = add_command(
+        commands,
         "chat",
+        __doc__,
         help="grounding, constraint precision, I-don't-know accuracy and speed of chat",
-        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--catalog", type=Path, help="catalog (default $STYLELOOP_DATA_DIR)")
     parser.add_argument(

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from styleloop.chat_questions import Question, _plural
+from styleloop.commands import add_command
 
 
 @dataclass(frozen=True)
@@ -269,11 +270,11 @@ def show(reports: Sequence[RoundReport], shoppers: Sequence[Shopper], path: Path
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser(
+    parser = add_command(
+        commands,
         "simulate",
+        __doc__,
         help="scripted shoppers with hidden tastes chat, reject and like against a stack",
-        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--catalog", type=Path, help="catalog (default $STYLELOOP_DATA_DIR)")
     parser.add_argument("--gateway", default="http://127.0.0.1:8080", help="a running stack")

@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from styleloop.commands import add_command
+
 
 def read_pairs(path: Path, eval_percent: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(training rows, held-out rows); a ValueError names the first bad line."""
@@ -56,11 +58,11 @@ def read_pairs(path: Path, eval_percent: int) -> tuple[list[dict[str, Any]], lis
 
 def register(commands: Any) -> None:
     """``styleloop train dpo``: added to the train group by :mod:`styleloop.cli`."""
-    parser = commands.add_parser(
+    parser = add_command(
+        commands,
         "dpo",
+        __doc__,
         help="one DPO round on a LoRA adapter from a file of preference pairs",
-        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--pairs", type=Path, required=True, help="JSON lines of pairs")
     parser.add_argument("--models-dir", type=Path, default=Path(".models/offline"))

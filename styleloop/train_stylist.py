@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from styleloop.chat_questions import Question, build_questions
+from styleloop.commands import add_command
 
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
@@ -222,11 +223,11 @@ def run(
 
 def register(commands: Any) -> None:
     """``styleloop train stylist``: added to the train group by :mod:`styleloop.cli`."""
-    parser = commands.add_parser(
+    parser = add_command(
+        commands,
         "stylist",
+        __doc__,
         help="a LoRA adapter (SFT) that answers from the cards and cites them",
-        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--catalog", type=Path, help="catalog (default $STYLELOOP_DATA_DIR)")
     parser.add_argument("--models-dir", type=Path, default=Path(".models/offline"))

@@ -1,0 +1,18 @@
+"""What every ``styleloop`` subcommand module shares: its parser, described by its own
+module docstring (everything after the first paragraph, laid out as written)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_command(commands: Any, name: str, doc: str | None, **kw: Any) -> argparse.ArgumentParser:
+    """``commands.add_parser(name, …)`` whose ``--help`` shows ``doc`` after its summary."""
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name,
+        description=doc.split("\n\n", 1)[1] if doc else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **kw,
+    )
+    return parser
