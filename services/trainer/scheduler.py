@@ -30,7 +30,7 @@ from prometheus_client import Counter, Gauge
 
 from services.llm.adapters import AdapterRegistry
 from services.trainer.clients.llm import LlmAdapters
-from services.trainer.ledger import Ledger, Pair
+from services.trainer.ledger import Ledger
 from services.trainer.rounds import RoundResult, RoundSettings, run_round
 from styleloop.runtime.producer import DurableProducer
 from styleloop.v1 import events_pb2
@@ -52,10 +52,6 @@ ROUND_TRAINING = Gauge(
 )
 ROUND_RUNNING = Gauge("trainer_round_running", "1 while a DPO round trains.")
 LOGGED = {"rewards/accuracies", "rewards/margins", "loss"}
-
-
-def as_row(pair: Pair) -> dict[str, Any]:
-    return pair.as_json()
 
 
 class RoundScheduler:
@@ -98,8 +94,8 @@ class RoundScheduler:
         return await self.train_now()
 
     async def train_now(self) -> RoundResult:
-        train = [as_row(p) for p in await asyncio.to_thread(self.ledger.pairs, "train")]
-        held = [as_row(p) for p in await asyncio.to_thread(self.ledger.pairs, "eval")]
+        train = [p.as_json() for p in await asyncio.to_thread(self.ledger.pairs, "train")]
+        held = [p.as_json() for p in await asyncio.to_thread(self.ledger.pairs, "eval")]
         parent = self.registry.read_active()
         log.info(
             "DPO round starts",

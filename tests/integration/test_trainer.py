@@ -36,6 +36,7 @@ from styleloop.processes import spawn, stop
 from styleloop.runtime.server import GrpcServer
 from styleloop.v1 import common_pb2, events_pb2, recommender_pb2, recommender_pb2_grpc
 from tests.conftest import catalog_images, encode_png, free_ports
+from tests.integration.test_up import wait_for
 from tests.unit.encoder.conftest import encoder_settings, start_encoder
 from tests.unit.recommender.conftest import start_recommender
 
@@ -570,14 +571,14 @@ def test_kill_9_mid_round_leaves_the_serving_adapter_until_a_round_completes(
 
     process = start(1_000_000)  # a round that would not end by itself
     try:
-        wait_until(lambda: "DPO round starts" in log.read_text(), 120)
+        wait_for(lambda: "DPO round starts" in log.read_text(), 120)
         time.sleep(2)  # well into training (a step takes milliseconds here)
         process.send_signal(signal.SIGKILL)
         process.wait(10)
         assert [a.adapter_id for a in registry.list()] == [serving.adapter_id]
         assert registry.read_active() == serving.adapter_id, "unchanged mid-round"
         process = start(40)  # after the restart a round completes and serves its adapter
-        wait_until(lambda: registry.read_active() != serving.adapter_id, 180)
+        wait_for(lambda: registry.read_active() != serving.adapter_id, 180)
     finally:
         stop(process, 10)
     published = registry.get(registry.read_active())
@@ -587,11 +588,3 @@ def test_kill_9_mid_round_leaves_the_serving_adapter_until_a_round_completes(
         > published.metrics["preference_accuracy_before"]
     )
     assert "DPO round done" in log.read_text()
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s")
-        time.sleep(0.1)
