@@ -31,7 +31,10 @@ from tests.conftest import ROOT, run_cli
 def free_block() -> int:
     """A base port with base..base+6 and base+100..base+105 all free a moment ago."""
     for _ in range(50):
-        base = random.randrange(20000, 40000)
+        # Below Linux's ephemeral range (32768-60999): a port chosen there can be taken by
+        # any outgoing connection (a Kafka client's, say) between this check and the
+        # service's bind — a CI run failed so ("Address already in use").
+        base = random.randrange(20000, 32768 - 110)
         sockets = []
         try:
             for port in (*range(base, base + 7), *range(base + 100, base + 106)):
