@@ -330,18 +330,29 @@ def train_attribute(
     if val.sum() > 0:
         with torch.no_grad():
             logits = classifier.logits(inputs[val])
-        log_t = torch.zeros(1, requires_grad=True)
-        fit = torch.optim.LBFGS([log_t], lr=0.1, max_iter=50)
-
-        def closure() -> torch.Tensor:
-            fit.zero_grad()
-            nll = F.cross_entropy(logits / log_t.exp(), target[val])
-            nll.backward()
-            return nll
-
-        fit.step(closure)  # type: ignore[no-untyped-call]
-        classifier.temperature.fill_(float(log_t.detach().exp()))
+        classifier.temperature.fill_(fit_temperature(logits, target[val]))
     return classifier
+
+
+# LBFGS on the temperature can step to log T = -10 or NaN (a CI run's text tower then gave
+# NaN vectors); the temperature is kept in this range, and 1 when the fit diverged.
+LOG_TEMPERATURE = (math.log(0.05), math.log(20.0))
+
+
+def fit_temperature(logits: torch.Tensor, target: torch.Tensor) -> float:
+    """The temperature minimising the validation NLL (calibration), within range."""
+    log_t = torch.zeros(1, requires_grad=True)
+    fit = torch.optim.LBFGS([log_t], lr=0.1, max_iter=50)
+
+    def closure() -> torch.Tensor:
+        fit.zero_grad()
+        nll = F.cross_entropy(logits / log_t.clamp(*LOG_TEMPERATURE).exp(), target)
+        nll.backward()
+        return nll
+
+    fit.step(closure)  # type: ignore[no-untyped-call]
+    value = float(log_t.detach().clamp(*LOG_TEMPERATURE).exp())
+    return value if math.isfinite(value) else 1.0
 
 
 def ridge_baseline(
