@@ -169,6 +169,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         args.gateway_port,
         broker.bootstrap,
         token,
+        catalog=catalog_path.resolve(),
     )
     encoder, captioner, recommender, llm, trainer, gateway = services
     url = f"http://{gateway.address}"

@@ -30,7 +30,7 @@ import statistics
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +113,18 @@ def ask(client: Any, question: Question, user: str, max_new_tokens: int) -> Outc
                 out.completion_tokens = int(data.get("completion_tokens", 0))
             elif kind == "error":
                 out.error = f"{data.get('reason')}: {data.get('message')}"
+    return score(out, question, items, started, first_text_at)
+
+
+def score(
+    out: Outcome,
+    question: Question,
+    items: Mapping[str, Mapping[str, Any]],
+    started: float,
+    first_text_at: float | None,
+) -> Outcome:
+    """Fill in an answer's measures once its stream ended (``items``: the retrieved ones by
+    id, in the gateway's item fields, which are the proto's; times from perf_counter)."""
     finished_at = time.perf_counter()
     out.seconds = finished_at - started
     if first_text_at is not None and not out.declined:

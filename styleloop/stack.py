@@ -138,6 +138,7 @@ def plan(
     gateway_port: int,
     kafka_bootstrap: str,
     service_token: str = "",
+    catalog: Path | None = None,
 ) -> list[Service]:
     """The gRPC services in start order — encoder, recommender, captioner on ``base_port``
     + 0, 1, 2 (metrics on +100, 101, 102), the llm on + 5 (metrics + 104), the trainer on
@@ -205,6 +206,8 @@ def plan(
             "MODELS_DIR": str(models_dir),
             "ADAPTERS_DIR": str(state_dir / "adapters"),
             "LLM_ADDR": llm.address,
+            # What a round's candidate is asked before it serves (the chat evaluation).
+            **({"CATALOG": str(catalog)} if catalog is not None else {}),
         },
         logs / "trainer.log",
     )

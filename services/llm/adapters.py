@@ -136,6 +136,20 @@ class AdapterRegistry:
         except (OSError, ValueError, KeyError, TypeError):
             return ""
 
+    def withdraw(self, adapter_id: str) -> None:
+        """Take a published adapter that never served out of the registry (a candidate that
+        failed its chat evaluation); the active one is refused."""
+        info = self.get(adapter_id)
+        if self.read_active() == adapter_id:
+            raise FailedPrecondition(
+                f"adapter {adapter_id!r} serves; activate another first",
+                reason="ADAPTER_ACTIVE",
+            )
+        hidden = self.root / f".withdrawn-{adapter_id}-{os.getpid()}"
+        os.replace(info.path, hidden)  # unlisted at once, whole
+        _fsync_dir(self.root)
+        shutil.rmtree(hidden, ignore_errors=True)
+
     def write_active(self, adapter_id: str) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         temp = self.root / f".{ACTIVE}.{os.getpid()}"
@@ -164,6 +178,7 @@ def publish(root: Path, source: Path, info: AdapterInfo, activate: bool = False)
 
 
 LoadAdapter = Callable[[str, Path], Awaitable[None]]
+BASE_MODEL = "base"  # asked for by name: the base model, whatever adapter serves
 
 
 class AdapterManager:
@@ -189,35 +204,38 @@ class AdapterManager:
     def active_id(self) -> str:
         return self.active.adapter_id if self.active else ""
 
+    async def _ready(self, adapter_id: str) -> AdapterInfo:
+        """``adapter_id``'s registry entry, loaded into the backend (under the lock)."""
+        info = self.registry.get(adapter_id)
+        if info.base_model_id != self.base_model_id:
+            raise FailedPrecondition(
+                f"adapter {adapter_id!r} was trained on {info.base_model_id}; this "
+                f"service serves {self.base_model_id}",
+                reason="ADAPTER_BASE_MISMATCH",
+            )
+        if adapter_id not in self._loaded:
+            try:
+                await self.load(adapter_id, info.path)
+            except Exception as exc:
+                LOAD_FAILURES.inc()
+                log.error(
+                    "adapter failed to load; the current one serves on",
+                    extra={"adapter_id": adapter_id, "serving": self.active_id()},
+                    exc_info=exc,
+                )
+                raise FailedPrecondition(
+                    f"adapter {adapter_id!r} could not be loaded; "
+                    f"{self.active_id() or 'the base model'} serves on",
+                    reason="ADAPTER_LOAD_FAILED",
+                ) from None
+            self._loaded.add(adapter_id)
+            LOADED.set(len(self._loaded))
+        return info
+
     async def activate(self, adapter_id: str, persist: bool = True) -> AdapterInfo | None:
         """Serve ``adapter_id`` ("" for the base model) for chats that start from now on."""
         async with self._lock:
-            info = None
-            if adapter_id:
-                info = self.registry.get(adapter_id)
-                if info.base_model_id != self.base_model_id:
-                    raise FailedPrecondition(
-                        f"adapter {adapter_id!r} was trained on {info.base_model_id}; this "
-                        f"service serves {self.base_model_id}",
-                        reason="ADAPTER_BASE_MISMATCH",
-                    )
-                if adapter_id not in self._loaded:
-                    try:
-                        await self.load(adapter_id, info.path)
-                    except Exception as exc:
-                        LOAD_FAILURES.inc()
-                        log.error(
-                            "adapter failed to load; the current one serves on",
-                            extra={"adapter_id": adapter_id, "serving": self.active_id()},
-                            exc_info=exc,
-                        )
-                        raise FailedPrecondition(
-                            f"adapter {adapter_id!r} could not be loaded; "
-                            f"{self.active_id() or 'the base model'} serves on",
-                            reason="ADAPTER_LOAD_FAILED",
-                        ) from None
-                    self._loaded.add(adapter_id)
-                    LOADED.set(len(self._loaded))
+            info = await self._ready(adapter_id) if adapter_id else None
             if persist:
                 self.registry.write_active(adapter_id)
             if (info.adapter_id if info else "") != self.active_id():
@@ -225,6 +243,17 @@ class AdapterManager:
                 log.info("adapter active", extra={"adapter_id": adapter_id or "(base)"})
             self.active = info
             return info
+
+    async def answering(self, requested: str = "") -> str:
+        """The adapter a new chat answers with: the serving one, or ``requested`` (a
+        published adapter, loaded beside the serving one and not switched to; ``base``:
+        the base model) — how a candidate is evaluated before it serves."""
+        if not requested:
+            return self.active_id()
+        if requested == BASE_MODEL:
+            return ""
+        async with self._lock:
+            return (await self._ready(requested)).adapter_id
 
     async def sync(self) -> None:
         """Follow ``active.json``: a newly published and activated adapter serves now."""

@@ -78,6 +78,7 @@ class ChatInput:
     max_new_tokens: int = 0
     temperature: float = 0.0
     deadline: float | None = None  # time.monotonic() by which the answer must be done
+    adapter_id: str = ""  # a published adapter instead of the serving one ("base": none)
 
 
 @dataclass(frozen=True)
@@ -170,14 +171,14 @@ class ChatCore:
         catalog: Catalog,
         backend: Backend,
         publish: Publish | None = None,
-        adapter: Callable[[], str] = lambda: "",
+        adapter: Callable[[str], Awaitable[str]] | None = None,
         captioner: Any = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
         self.backend = backend
         self.publish = publish
-        self.adapter = adapter
+        self.adapter = adapter  # asked id ("" = the serving one) -> the id to answer with
         self.captioner = captioner  # clients.captioner.PhotoCaptioner, or None
         self.vocabulary: Vocabulary | None = None
         self._vocabulary_time = 0.0
@@ -316,7 +317,7 @@ class ChatCore:
         items: list[CardItem] = []
         if not plan.knows_nothing_fits:
             items = await self.retrieve(request, plan, size, photo_category)
-        adapter_id = self.adapter()
+        adapter_id = await self.adapter(request.adapter_id) if self.adapter else ""
         prompt = build_messages(request.messages[-1].content, items, photo_caption) if items else ()
         generation = GenerationRequest(
             messages=prompt,

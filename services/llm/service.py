@@ -110,5 +110,5 @@ def build_service(settings: LlmSettings, backend: Backend | None = None) -> LlmS
             settings.captioner_timeout_s,
             settings.service_token.get_secret_value(),
         )
-    core = ChatCore(settings, catalog, backend, publish, adapters.active_id, captioner)
+    core = ChatCore(settings, catalog, backend, publish, adapters.answering, captioner)
     return LlmService(settings, core, adapters, catalog, producer, captioner)

@@ -66,6 +66,7 @@ def chat_input(request: llm_pb2.ChatRequest, context: grpc.aio.ServicerContext) 
         max_items=request.max_items,
         max_new_tokens=request.max_new_tokens,
         temperature=request.temperature,
+        adapter_id=request.adapter_id,
         deadline=time.monotonic() + remaining if remaining is not None else None,
     )
 

@@ -95,3 +95,19 @@ class TrainerSettings(ServiceSettings):
         ge=0,
         description="Held-out preference accuracy must rise by this much to publish.",
     )
+    catalog: Path | None = Field(
+        default=None,
+        description="The catalog (file or folder) the chat evaluation's questions come from: "
+        "a published candidate answers them beside the serving adapter before it serves. "
+        "Unset: no chat evaluation (logged for every round).",
+    )
+    round_chat_questions_per_kind: int = Field(
+        default=2, ge=0, description="Chat evaluation questions per kind (0: none)."
+    )
+    round_precision_tolerance: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="How far the candidate's constraint precision may fall below the "
+        "serving adapter's (grounding must stay 100%).",
+    )

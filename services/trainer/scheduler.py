@@ -4,8 +4,10 @@ Every ``ROUND_CHECK_S`` the ledger is asked how many training pairs no round has
 yet; at ``ROUND_MIN_PAIRS`` of them, or ``ROUND_INTERVAL_S`` after the last round with at
 least one, a round (:func:`services.trainer.rounds.run_round`) trains on every training
 pair, from the adapter that serves now, in a worker thread (the consumer keeps applying
-feedback meanwhile). A published adapter is made to serve through the llm's
-``SetActiveAdapter``; every round's outcome goes to ``styleloop.models.v1``; the pairs it
+feedback meanwhile). A published adapter then answers the chat evaluation
+(:mod:`services.trainer.chat_gate`) beside the serving one; when it passes it is made to
+serve through the llm's ``SetActiveAdapter``, when it fails it is withdrawn from the
+registry; every round's outcome goes to ``styleloop.models.v1``; the pairs it
 used are marked with its id only once it finished. A round that fails or does not beat
 the serving adapter leaves it untouched, and says why in the log and
 ``trainer_rounds_total{outcome}``. Killed mid-round, nothing is published (an adapter
@@ -20,7 +22,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,9 +31,11 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 from services.llm.adapters import AdapterRegistry
+from services.trainer.chat_gate import chat_gate
 from services.trainer.clients.llm import LlmAdapters
 from services.trainer.ledger import Ledger
 from services.trainer.rounds import RoundResult, RoundSettings, run_round
+from styleloop.chat_questions import Question
 from styleloop.runtime.producer import DurableProducer
 from styleloop.v1 import events_pb2
 
@@ -67,11 +71,15 @@ class RoundScheduler:
         check_s: float,
         llm: LlmAdapters | None,
         events: DurableProducer | None,
+        questions: Sequence[Question] = (),
+        precision_tolerance: float = 0.0,
     ) -> None:
         self.ledger, self.models_dir, self.adapters_dir = ledger, models_dir, adapters_dir
         self.settings = settings
         self.min_pairs, self.interval_s, self.check_s = min_pairs, interval_s, check_s
         self.llm, self.events = llm, events
+        # The chat evaluation a candidate passes before it serves (needs the llm).
+        self.questions, self.precision_tolerance = list(questions), precision_tolerance
         self.registry = AdapterRegistry(adapters_dir)
         self.last_round = time.monotonic()
         self.results: list[RoundResult] = []
@@ -127,6 +135,8 @@ class RoundScheduler:
             if value is not None:
                 ROUND_PREFERENCE.labels(when).set(value)
         if result.published:
+            result = await self._chat_gate(result)
+        if result.published:
             await self._serve(result.adapter_id)
         ROUNDS.labels("published" if result.published else "kept").inc()
         log.info(
@@ -138,6 +148,28 @@ class RoundScheduler:
             await asyncio.to_thread(self.ledger.mark_used, result.pair_ids, result.round_id)
         await self._report(result)
         self.results.append(result)
+        return result
+
+    async def _chat_gate(self, result: RoundResult) -> RoundResult:
+        """The published candidate answers the chat evaluation beside the serving adapter;
+        withdrawn when it fails."""
+        if self.llm is None or not self.questions:
+            log.warning(
+                "no chat evaluation of the candidate (%s)",
+                "no llm service" if self.llm is None else "no catalog to ask about",
+                extra={"adapter_id": result.adapter_id},
+            )
+            return result
+        gate = await chat_gate(
+            self.llm.ask, self.questions, result.parent, result.adapter_id, self.precision_tolerance
+        )
+        result.metrics.update(gate.metrics())
+        if gate.passed:
+            result.reason = f"{result.reason}; {gate.reason}"
+            return result
+        await asyncio.to_thread(self.registry.withdraw, result.adapter_id)
+        result.published, result.adapter_id = False, ""
+        result.reason = f"{result.reason}, then withdrawn: {gate.reason}; the serving adapter stays"
         return result
 
     def _on_log(self, numbers: Mapping[str, float]) -> None:

@@ -15,6 +15,9 @@ from services.trainer.consumer import EventConsumer
 from services.trainer.core import TrainerCore
 from services.trainer.ledger import Ledger
 from services.trainer.scheduler import RoundScheduler, round_settings
+from styleloop.catalog import CatalogError, read_catalog
+from styleloop.chat_questions import Question, build_questions
+from styleloop.runtime.errors import FailedPrecondition
 from styleloop.runtime.producer import DurableProducer
 
 log = logging.getLogger(__name__)
@@ -118,5 +121,18 @@ def build_service(settings: TrainerSettings) -> TrainerService:
                 2.0,
                 name="models",
             ),
+            questions=evaluation_questions(settings),
+            precision_tolerance=settings.round_precision_tolerance,
         )
     return TrainerService(settings, ledger, interactions, core, consumer, rounds)
+
+
+def evaluation_questions(settings: TrainerSettings) -> list[Question]:
+    """The chat evaluation's questions (its eval split) from CATALOG; none when unset."""
+    if settings.catalog is None or not settings.round_chat_questions_per_kind:
+        return []
+    try:
+        rows = [r.item for r in read_catalog(settings.catalog).rows]
+    except CatalogError as exc:
+        raise FailedPrecondition(f"CATALOG: {exc}", reason="BAD_CATALOG") from None
+    return build_questions(rows, "eval", per_kind=settings.round_chat_questions_per_kind)

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from styleloop.v1 import common_pb2 as styleloop_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16styleloop/v1/llm.proto\x12\x0cstyleloop.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19styleloop/v1/common.proto\"D\n\x0b\x43hatMessage\x12$\n\x04role\x18\x01 \x01(\x0e\x32\x16.styleloop.v1.ChatRole\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xdd\x01\n\x0b\x43hatRequest\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.styleloop.v1.ChatMessage\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\r\n\x05image\x18\x03 \x01(\x0c\x12(\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x18.styleloop.v1.ItemFilter\x12\x11\n\tmax_items\x18\x05 \x01(\x05\x12\x16\n\x0emax_new_tokens\x18\x06 \x01(\x05\x12\x13\n\x0btemperature\x18\x07 \x01(\x02\x12\x17\n\x0f\x63onversation_id\x18\x08 \x01(\t\"9\n\x0eRetrievedItems\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.styleloop.v1.ScoredItem\"0\n\rItemReference\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x98\x01\n\nChatFinish\x12\x31\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1a.styleloop.v1.FinishReason\x12\x11\n\tanswer_id\x18\x02 \x01(\t\x12\x12\n\nadapter_id\x18\x03 \x01(\t\x12\x15\n\rprompt_tokens\x18\x04 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x05 \x01(\x05\"\xc3\x01\n\x0c\x43hatResponse\x12\x31\n\tretrieved\x18\x01 \x01(\x0b\x32\x1c.styleloop.v1.RetrievedItemsH\x00\x12\x14\n\ntext_delta\x18\x02 \x01(\tH\x00\x12\x35\n\x0eitem_reference\x18\x03 \x01(\x0b\x32\x1b.styleloop.v1.ItemReferenceH\x00\x12*\n\x06\x66inish\x18\x04 \x01(\x0b\x32\x18.styleloop.v1.ChatFinishH\x00\x42\x07\n\x05\x63hunk\"\xca\x01\n\x07\x41\x64\x61pter\x12\x12\n\nadapter_id\x18\x01 \x01(\t\x12\x15\n\rbase_model_id\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x07metrics\x18\x04 \x03(\x0b\x32\".styleloop.v1.Adapter.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"<\n\x13ListAdaptersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"X\n\x14ListAdaptersResponse\x12\'\n\x08\x61\x64\x61pters\x18\x01 \x03(\x0b\x32\x15.styleloop.v1.Adapter\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x19\n\x17GetActiveAdapterRequest\"j\n\x18GetActiveAdapterResponse\x12&\n\x07\x61\x64\x61pter\x18\x01 \x01(\x0b\x32\x15.styleloop.v1.Adapter\x12&\n\x05model\x18\x02 \x01(\x0b\x32\x17.styleloop.v1.ModelInfo\"-\n\x17SetActiveAdapterRequest\x12\x12\n\nadapter_id\x18\x01 \x01(\t\"B\n\x18SetActiveAdapterResponse\x12&\n\x07\x61\x64\x61pter\x18\x01 \x01(\x0b\x32\x15.styleloop.v1.Adapter*R\n\x08\x43hatRole\x12\x19\n\x15\x43HAT_ROLE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x43HAT_ROLE_USER\x10\x01\x12\x17\n\x13\x43HAT_ROLE_ASSISTANT\x10\x02*{\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1a\n\x16\x46INISH_REASON_NO_ITEMS\x10\x03\x32\xea\x02\n\nLlmService\x12?\n\x04\x43hat\x12\x19.styleloop.v1.ChatRequest\x1a\x1a.styleloop.v1.ChatResponse0\x01\x12U\n\x0cListAdapters\x12!.styleloop.v1.ListAdaptersRequest\x1a\".styleloop.v1.ListAdaptersResponse\x12\x61\n\x10GetActiveAdapter\x12%.styleloop.v1.GetActiveAdapterRequest\x1a&.styleloop.v1.GetActiveAdapterResponse\x12\x61\n\x10SetActiveAdapter\x12%.styleloop.v1.SetActiveAdapterRequest\x1a&.styleloop.v1.SetActiveAdapterResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16styleloop/v1/llm.proto\x12\x0cstyleloop.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19styleloop/v1/common.proto\"D\n\x0b\x43hatMessage\x12$\n\x04role\x18\x01 \x01(\x0e\x32\x16.styleloop.v1.ChatRole\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xf1\x01\n\x0b\x43hatRequest\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.styleloop.v1.ChatMessage\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\r\n\x05image\x18\x03 \x01(\x0c\x12(\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x18.styleloop.v1.ItemFilter\x12\x11\n\tmax_items\x18\x05 \x01(\x05\x12\x16\n\x0emax_new_tokens\x18\x06 \x01(\x05\x12\x13\n\x0btemperature\x18\x07 \x01(\x02\x12\x17\n\x0f\x63onversation_id\x18\x08 \x01(\t\x12\x12\n\nadapter_id\x18\t \x01(\t\"9\n\x0eRetrievedItems\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.styleloop.v1.ScoredItem\"0\n\rItemReference\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x98\x01\n\nChatFinish\x12\x31\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1a.styleloop.v1.FinishReason\x12\x11\n\tanswer_id\x18\x02 \x01(\t\x12\x12\n\nadapter_id\x18\x03 \x01(\t\x12\x15\n\rprompt_tokens\x18\x04 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x05 \x01(\x05\"\xc3\x01\n\x0c\x43hatResponse\x12\x31\n\tretrieved\x18\x01 \x01(\x0b\x32\x1c.styleloop.v1.RetrievedItemsH\x00\x12\x14\n\ntext_delta\x18\x02 \x01(\tH\x00\x12\x35\n\x0eitem_reference\x18\x03 \x01(\x0b\x32\x1b.styleloop.v1.ItemReferenceH\x00\x12*\n\x06\x66inish\x18\x04 \x01(\x0b\x32\x18.styleloop.v1.ChatFinishH\x00\x42\x07\n\x05\x63hunk\"\xca\x01\n\x07\x41\x64\x61pter\x12\x12\n\nadapter_id\x18\x01 \x01(\t\x12\x15\n\rbase_model_id\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x07metrics\x18\x04 \x03(\x0b\x32\".styleloop.v1.Adapter.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"<\n\x13ListAdaptersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"X\n\x14ListAdaptersResponse\x12\'\n\x08\x61\x64\x61pters\x18\x01 \x03(\x0b\x32\x15.styleloop.v1.Adapter\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x19\n\x17GetActiveAdapterRequest\"j\n\x18GetActiveAdapterResponse\x12&\n\x07\x61\x64\x61pter\x18\x01 \x01(\x0b\x32\x15.styleloop.v1.Adapter\x12&\n\x05model\x18\x02 \x01(\x0b\x32\x17.styleloop.v1.ModelInfo\"-\n\x17SetActiveAdapterRequest\x12\x12\n\nadapter_id\x18\x01 \x01(\t\"B\n\x18SetActiveAdapterResponse\x12&\n\x07\x61\x64\x61pter\x18\x01 \x01(\x0b\x32\x15.styleloop.v1.Adapter*R\n\x08\x43hatRole\x12\x19\n\x15\x43HAT_ROLE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x43HAT_ROLE_USER\x10\x01\x12\x17\n\x13\x43HAT_ROLE_ASSISTANT\x10\x02*{\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1a\n\x16\x46INISH_REASON_NO_ITEMS\x10\x03\x32\xea\x02\n\nLlmService\x12?\n\x04\x43hat\x12\x19.styleloop.v1.ChatRequest\x1a\x1a.styleloop.v1.ChatResponse0\x01\x12U\n\x0cListAdapters\x12!.styleloop.v1.ListAdaptersRequest\x1a\".styleloop.v1.ListAdaptersResponse\x12\x61\n\x10GetActiveAdapter\x12%.styleloop.v1.GetActiveAdapterRequest\x1a&.styleloop.v1.GetActiveAdapterResponse\x12\x61\n\x10SetActiveAdapter\x12%.styleloop.v1.SetActiveAdapterRequest\x1a&.styleloop.v1.SetActiveAdapterResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,38 +35,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ADAPTER_METRICSENTRY']._loaded_options = None
   _globals['_ADAPTER_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_CHATROLE']._serialized_start=1463
-  _globals['_CHATROLE']._serialized_end=1545
-  _globals['_FINISHREASON']._serialized_start=1547
-  _globals['_FINISHREASON']._serialized_end=1670
+  _globals['_CHATROLE']._serialized_start=1483
+  _globals['_CHATROLE']._serialized_end=1565
+  _globals['_FINISHREASON']._serialized_start=1567
+  _globals['_FINISHREASON']._serialized_end=1690
   _globals['_CHATMESSAGE']._serialized_start=100
   _globals['_CHATMESSAGE']._serialized_end=168
   _globals['_CHATREQUEST']._serialized_start=171
-  _globals['_CHATREQUEST']._serialized_end=392
-  _globals['_RETRIEVEDITEMS']._serialized_start=394
-  _globals['_RETRIEVEDITEMS']._serialized_end=451
-  _globals['_ITEMREFERENCE']._serialized_start=453
-  _globals['_ITEMREFERENCE']._serialized_end=501
-  _globals['_CHATFINISH']._serialized_start=504
-  _globals['_CHATFINISH']._serialized_end=656
-  _globals['_CHATRESPONSE']._serialized_start=659
-  _globals['_CHATRESPONSE']._serialized_end=854
-  _globals['_ADAPTER']._serialized_start=857
-  _globals['_ADAPTER']._serialized_end=1059
-  _globals['_ADAPTER_METRICSENTRY']._serialized_start=1013
-  _globals['_ADAPTER_METRICSENTRY']._serialized_end=1059
-  _globals['_LISTADAPTERSREQUEST']._serialized_start=1061
-  _globals['_LISTADAPTERSREQUEST']._serialized_end=1121
-  _globals['_LISTADAPTERSRESPONSE']._serialized_start=1123
-  _globals['_LISTADAPTERSRESPONSE']._serialized_end=1211
-  _globals['_GETACTIVEADAPTERREQUEST']._serialized_start=1213
-  _globals['_GETACTIVEADAPTERREQUEST']._serialized_end=1238
-  _globals['_GETACTIVEADAPTERRESPONSE']._serialized_start=1240
-  _globals['_GETACTIVEADAPTERRESPONSE']._serialized_end=1346
-  _globals['_SETACTIVEADAPTERREQUEST']._serialized_start=1348
-  _globals['_SETACTIVEADAPTERREQUEST']._serialized_end=1393
-  _globals['_SETACTIVEADAPTERRESPONSE']._serialized_start=1395
-  _globals['_SETACTIVEADAPTERRESPONSE']._serialized_end=1461
-  _globals['_LLMSERVICE']._serialized_start=1673
-  _globals['_LLMSERVICE']._serialized_end=2035
+  _globals['_CHATREQUEST']._serialized_end=412
+  _globals['_RETRIEVEDITEMS']._serialized_start=414
+  _globals['_RETRIEVEDITEMS']._serialized_end=471
+  _globals['_ITEMREFERENCE']._serialized_start=473
+  _globals['_ITEMREFERENCE']._serialized_end=521
+  _globals['_CHATFINISH']._serialized_start=524
+  _globals['_CHATFINISH']._serialized_end=676
+  _globals['_CHATRESPONSE']._serialized_start=679
+  _globals['_CHATRESPONSE']._serialized_end=874
+  _globals['_ADAPTER']._serialized_start=877
+  _globals['_ADAPTER']._serialized_end=1079
+  _globals['_ADAPTER_METRICSENTRY']._serialized_start=1033
+  _globals['_ADAPTER_METRICSENTRY']._serialized_end=1079
+  _globals['_LISTADAPTERSREQUEST']._serialized_start=1081
+  _globals['_LISTADAPTERSREQUEST']._serialized_end=1141
+  _globals['_LISTADAPTERSRESPONSE']._serialized_start=1143
+  _globals['_LISTADAPTERSRESPONSE']._serialized_end=1231
+  _globals['_GETACTIVEADAPTERREQUEST']._serialized_start=1233
+  _globals['_GETACTIVEADAPTERREQUEST']._serialized_end=1258
+  _globals['_GETACTIVEADAPTERRESPONSE']._serialized_start=1260
+  _globals['_GETACTIVEADAPTERRESPONSE']._serialized_end=1366
+  _globals['_SETACTIVEADAPTERREQUEST']._serialized_start=1368
+  _globals['_SETACTIVEADAPTERREQUEST']._serialized_end=1413
+  _globals['_SETACTIVEADAPTERRESPONSE']._serialized_start=1415
+  _globals['_SETACTIVEADAPTERRESPONSE']._serialized_end=1481
+  _globals['_LLMSERVICE']._serialized_start=1693
+  _globals['_LLMSERVICE']._serialized_end=2055
 # @@protoc_insertion_point(module_scope)

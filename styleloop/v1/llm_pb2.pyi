@@ -40,7 +40,7 @@ class ChatMessage(_message.Message):
     def __init__(self, role: _Optional[_Union[ChatRole, str]] = ..., content: _Optional[str] = ...) -> None: ...
 
 class ChatRequest(_message.Message):
-    __slots__ = ("messages", "user_id", "image", "filter", "max_items", "max_new_tokens", "temperature", "conversation_id")
+    __slots__ = ("messages", "user_id", "image", "filter", "max_items", "max_new_tokens", "temperature", "conversation_id", "adapter_id")
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,7 @@ class ChatRequest(_message.Message):
     MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_ID_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
     user_id: str
     image: bytes
@@ -57,7 +58,8 @@ class ChatRequest(_message.Message):
     max_new_tokens: int
     temperature: float
     conversation_id: str
-    def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., user_id: _Optional[str] = ..., image: _Optional[bytes] = ..., filter: _Optional[_Union[_common_pb2.ItemFilter, _Mapping]] = ..., max_items: _Optional[int] = ..., max_new_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., conversation_id: _Optional[str] = ...) -> None: ...
+    adapter_id: str
+    def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., user_id: _Optional[str] = ..., image: _Optional[bytes] = ..., filter: _Optional[_Union[_common_pb2.ItemFilter, _Mapping]] = ..., max_items: _Optional[int] = ..., max_new_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., conversation_id: _Optional[str] = ..., adapter_id: _Optional[str] = ...) -> None: ...
 
 class RetrievedItems(_message.Message):
     __slots__ = ("items",)

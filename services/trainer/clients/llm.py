@@ -1,12 +1,25 @@
-"""The llm service as the trainer uses it: make a published adapter serve."""
+"""The llm service as the trainer uses it: make a published adapter serve, and ask it the
+chat evaluation's questions with a chosen adapter."""
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import grpc
 
+from styleloop.chat_questions import Question
+from styleloop.eval_chat import Outcome, score
 from styleloop.runtime.auth import aio_channel
 from styleloop.runtime.errors import Unavailable
 from styleloop.v1 import llm_pb2, llm_pb2_grpc
+
+ITEM_FIELDS = ("title", "brand", "article_type", "colour", "season", "usage", "gender", "year")
+
+
+def finish_name(value: int) -> str:
+    """FINISH_REASON_NO_ITEMS -> "no_items", as the gateway writes it."""
+    return llm_pb2.FinishReason.Name(value).removeprefix("FINISH_REASON_").lower()
 
 
 class LlmAdapters:
@@ -25,6 +38,43 @@ class LlmAdapters:
                 f"llm SetActiveAdapter({adapter_id}): {exc.code().name} {exc.details()}",
                 reason="LLM_UNAVAILABLE",
             ) from None
+
+    async def ask(
+        self, question: Question, adapter_id: str, max_new_tokens: int = 48, timeout_s: float = 120
+    ) -> Outcome:
+        """One evaluation question answered by ``adapter_id`` ("base": the base model)."""
+        out = Outcome(question.text, question.kind, question.answerable)
+        items: dict[str, dict[str, Any]] = {}
+        request = llm_pb2.ChatRequest(
+            messages=[llm_pb2.ChatMessage(role=llm_pb2.CHAT_ROLE_USER, content=question.text)],
+            user_id=f"trainer-eval-{adapter_id}",
+            max_new_tokens=max_new_tokens,
+            adapter_id=adapter_id,
+        )
+        started, first_text_at = time.perf_counter(), None
+        try:
+            async for chunk in self.stub.Chat(request, timeout=timeout_s):
+                kind = chunk.WhichOneof("chunk")
+                if kind == "retrieved":
+                    items = {
+                        s.item.item_id: {f: getattr(s.item, f) for f in ITEM_FIELDS}
+                        for s in chunk.retrieved.items
+                    }
+                    out.retrieved = list(items)
+                elif kind == "text_delta":
+                    first_text_at = first_text_at or time.perf_counter()
+                    out.text += chunk.text_delta
+                elif kind == "item_reference":
+                    out.cited.append(chunk.item_reference.item_id)
+                elif kind == "finish":
+                    out.finish = finish_name(chunk.finish.finish_reason)
+                    out.adapter_id = chunk.finish.adapter_id
+                    out.answer_id = chunk.finish.answer_id
+                    out.completion_tokens = chunk.finish.completion_tokens
+        except grpc.aio.AioRpcError as exc:
+            out.error = f"{exc.code().name}: {exc.details()}"
+            return out
+        return score(out, question, items, started, first_text_at)
 
     async def close(self) -> None:
         await self.channel.close()

@@ -397,6 +397,31 @@ async def test_adapter_switching_never_breaks_a_stream_in_flight(chat: Chat):
     assert (await answer(chat.stub, ask("puma tee"))).finish.adapter_id == ""
 
 
+async def test_a_chat_can_answer_with_a_published_adapter_that_does_not_serve(chat: Chat):
+    """How the trainer evaluates a candidate: ChatRequest.adapter_id answers that one chat
+    with it, and what serves everyone else (and active.json) is unchanged."""
+    published(chat, "serving-1", 1)
+    published(chat, "candidate-1", 4)
+    await chat.stub.SetActiveAdapter(llm_pb2.SetActiveAdapterRequest(adapter_id="serving-1"))
+    asked = await answer(chat.stub, ask("puma tee", max_new_tokens=20, adapter_id="candidate-1"))
+    serving = await answer(chat.stub, ask("puma tee", max_new_tokens=20))
+    base = await answer(chat.stub, ask("puma tee", max_new_tokens=20, adapter_id="base"))
+    assert asked.finish.adapter_id == "candidate-1"
+    assert serving.finish.adapter_id == "serving-1" and base.finish.adapter_id == ""
+    active = await chat.stub.GetActiveAdapter(llm_pb2.GetActiveAdapterRequest(), timeout=5)
+    assert active.adapter.adapter_id == "serving-1"
+    assert json.loads((chat.adapters_dir / "active.json").read_text())["adapter_id"] == "serving-1"
+    assert asked.text != serving.text  # the candidate's weights answered, not a label
+    # The same words as when the candidate serves: the override is that adapter.
+    await chat.stub.SetActiveAdapter(llm_pb2.SetActiveAdapterRequest(adapter_id="candidate-1"))
+    assert (await answer(chat.stub, ask("puma tee", max_new_tokens=20))).text == asked.text
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await answer(chat.stub, ask("puma tee", adapter_id="no-such-adapter"))
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+    assert error_reason(refused.value) == "ADAPTER_NOT_FOUND"
+    await chat.stub.SetActiveAdapter(llm_pb2.SetActiveAdapterRequest(adapter_id=""))
+
+
 async def test_a_newly_published_adapter_is_picked_up_without_restarting(chat: Chat):
     info = published(chat, "stylist-2", 2)
     chat.service.adapters.registry.write_active(info.adapter_id)  # what the trainer does
