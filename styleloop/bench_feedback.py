@@ -75,14 +75,36 @@ def quantiles(values: Sequence[float]) -> dict[str, float]:
     return {"p50": at(0.5), "p95": at(0.95), "p99": at(0.99), "max": ordered[-1]}
 
 
+class BenchError(RuntimeError):
+    """The stack refused a call the benchmark needs; the message says what to change."""
+
+
+def call(client: Any, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST ``body``; the gateway's ``{reason, message}`` as a BenchError when refused."""
+    response = client.post(path, json=body)
+    if response.status_code == 429:
+        raise BenchError(
+            f"the gateway rate-limited the benchmark on {path} (RATE_LIMITED): every poll "
+            "is a search; start the stack with a higher limit "
+            "(RATE_LIMIT_PER_MINUTE=100000 RATE_LIMIT_BURST=1000 make up) or lower --rate"
+        )
+    if response.status_code >= 400:
+        try:
+            error = response.json()
+            why = f"{error.get('reason')}: {error.get('message')}"
+        except ValueError:
+            why = response.text[:200]
+        raise BenchError(f"{path} answered HTTP {response.status_code} ({why})")
+    return dict(response.json())
+
+
 def run(
     client: Any, metrics_url: str, events: int, rate: float, poll_s: float, timeout_s: float
 ) -> dict[str, Any]:
-    items = client.post("/v1/search/text", json={"query": "shirt", "page_size": 100})
-    items.raise_for_status()
-    catalog = [r["item"] for r in items.json()["results"]]
+    found = call(client, "/v1/search/text", {"query": "shirt", "page_size": 100})
+    catalog = [r["item"] for r in found["results"]]
     if not catalog:
-        raise RuntimeError("the stack's catalog is empty")
+        raise BenchError("the stack's catalog is empty")
     before = buckets(metrics_url) if metrics_url else []
     run_id = uuid.uuid4().hex[:8]
     visible: list[float] = []
@@ -90,19 +112,19 @@ def run(
 
     def shown(item: dict[str, Any], user: str) -> bool:
         query = {"query": item["title"], "user_id": user, "page_size": 20}
-        found = client.post("/v1/search/text", json=query).json()["results"]
+        found = call(client, "/v1/search/text", query)["results"]
         return item["item_id"] in {r["item"]["item_id"] for r in found}
 
     # Only items their own title finds: their disappearance is the rejection's doing.
     catalog = [i for i in catalog if shown(i, f"bench-{run_id}-probe")]
     if not catalog:
-        raise RuntimeError("no item is found by its own title")
+        raise BenchError("no item is found by its own title")
     for n in range(events):
         started = time.monotonic()
         item = catalog[n % len(catalog)]
         user = f"bench-{run_id}-{n}"
         event = {"user_id": user, "item_id": item["item_id"], "kind": "reject"}
-        client.post("/v1/feedback", json={"events": [event]}).raise_for_status()
+        call(client, "/v1/feedback", {"events": [event]})
         accepted = time.monotonic()
         while True:
             if not shown(item, user):
@@ -163,14 +185,18 @@ def register(commands: Any) -> None:
             except (httpx.HTTPError, OSError) as exc:
                 sys.stderr.write(f"styleloop bench feedback: stack not reachable ({exc})\n")
                 return 2
-            report = run(
-                client,
-                args.trainer_metrics,
-                args.events,
-                args.rate,
-                args.poll_ms / 1000,
-                args.timeout_s,
-            )
+            try:
+                report = run(
+                    client,
+                    args.trainer_metrics,
+                    args.events,
+                    args.rate,
+                    args.poll_ms / 1000,
+                    args.timeout_s,
+                )
+            except (BenchError, httpx.HTTPError) as exc:
+                sys.stderr.write(f"styleloop bench feedback: {exc}\n")
+                return 1
         for name in ("visible_s", "trainer_s"):
             if name in report:
                 figures = "  ".join(f"{k} {v * 1000:.0f} ms" for k, v in report[name].items())

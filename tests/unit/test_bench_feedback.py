@@ -24,3 +24,24 @@ def test_sample_quantiles():
     values = [float(v) for v in range(1, 101)]
     assert quantiles(values) == {"p50": 51.0, "p95": 96.0, "p99": 100.0, "max": 100.0}
     assert quantiles([]) == {}
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "said"),
+    [
+        (429, {"reason": "RATE_LIMITED", "message": "too many"}, "RATE_LIMIT_PER_MINUTE="),
+        (503, {"reason": "RECOMMENDER_UNAVAILABLE", "message": "down"}, "RECOMMENDER_UNAVAILABLE"),
+    ],
+)
+def test_a_refused_call_is_a_clear_error_not_a_key_error(status: int, body: dict, said: str):
+    """A rate-limited poll once surfaced as KeyError: 'results' with a traceback."""
+    import httpx
+
+    from styleloop.bench_feedback import BenchError, call
+
+    transport = httpx.MockTransport(lambda request: httpx.Response(status, json=body))
+    with (
+        httpx.Client(transport=transport, base_url="http://gateway") as client,
+        pytest.raises(BenchError, match=said),
+    ):
+        call(client, "/v1/search/text", {"query": "x"})
