@@ -73,6 +73,20 @@ def _key_values(cache: Any) -> list[tuple[Any, Any]]:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
+def _sliding(layer: Any) -> bool:
+    return bool(getattr(layer, "is_sliding", False))
+
+
+def _seed(layer: Any, keys: Any, values: Any) -> None:
+    """A fresh cache layer holding ``keys``/``values`` (a chat's past). A sliding-window
+    layer also counts them (its mask and cropping follow ``cumulative_length``); the chat
+    stays within its window (``check``), so it attends to everything, as a full layer does."""
+    layer.lazy_initialization(keys, values)
+    layer.keys, layer.values = keys, values
+    if _sliding(layer):
+        layer.cumulative_length = int(keys.shape[-2])
+
+
 def render_prompt(tokenizer: Any, messages: Sequence[tuple[str, str]]) -> str:
     """The model's own chat template when it has one; a plain layout otherwise."""
     if getattr(tokenizer, "chat_template", None):
@@ -140,6 +154,7 @@ class LocalBackend:
         self.threads = threads
         self.require_citation = require_citation
         self.prefix_cache = prefix_cache
+        self.window: int | None = None  # tokens a chat may span (sliding-window models)
         # Keys and values of system messages, by (adapter, tokens): computed once each.
         self._prefixes: dict[tuple[str, tuple[int, ...]], list[tuple[Any, Any]]] = {}
         self._incoming: queue.Queue[_Chat] = queue.Queue()
@@ -196,10 +211,17 @@ class LocalBackend:
         parameters = inspect.signature(self.model.forward).parameters
         self._cache_arg = "cache" if "cache" in parameters else "past_key_values"
         probe = DynamicCache(config=self.model.config)
-        if any(getattr(layer, "is_sliding", False) for layer in probe.layers):
-            raise ValueError(
-                f"{self.model_id}: sliding-window attention layers; the step batcher "
-                "stacks full-attention caches only"
+        windows = [
+            int(getattr(layer, "sliding_window", 0)) for layer in probe.layers if _sliding(layer)
+        ]
+        # Sliding-window layers (Gemma 3) are stacked like full ones as long as a chat
+        # never outgrows the window: ``check`` refuses longer prompt + answer budgets.
+        self.window = min(windows) - 1 if windows else None
+        if self.window is not None:
+            log.info(
+                "sliding-window attention: prompt and answer within %d tokens",
+                self.window,
+                extra={"model_id": self.model_id},
             )
         log.info(
             "llm loaded",
@@ -271,6 +293,13 @@ class LocalBackend:
         if count > self.max_prompt_tokens:
             raise InvalidArgument(
                 f"the prompt is {count} tokens; the most is {self.max_prompt_tokens}",
+                reason="PROMPT_TOO_LONG",
+            )
+        window = self.window
+        if window is not None and count + request.max_new_tokens > window:
+            raise InvalidArgument(
+                f"the prompt is {count} tokens and up to {request.max_new_tokens} may be "
+                f"generated; {self.model_id} attends within {window} (its sliding window)",
                 reason="PROMPT_TOO_LONG",
             )
 
@@ -397,8 +426,7 @@ class LocalBackend:
                 self._prefixes.pop(next(iter(self._prefixes)))
             layers: list[Any] = list(cache.layers)
             for layer, (keys, values) in zip(layers, prefix, strict=True):
-                layer.lazy_initialization(keys, values)
-                layer.keys, layer.values = keys, values  # never changed in place: cat copies
+                _seed(layer, keys, values)  # never changed in place: cat copies
         ids = torch.tensor([chat.prompt_ids[known:]], device=self.device)
         out = self._forward([chat], input_ids=ids, use_cache=True, **{self._cache_arg: cache})
         chat.cache = _key_values(cache)
@@ -420,8 +448,7 @@ class LocalBackend:
             values = [
                 functional.pad(c.cache[index][1], (0, 0, longest - c.length, 0)) for c in chats
             ]
-            layer.lazy_initialization(keys[0], values[0])
-            layer.keys, layer.values = torch.cat(keys), torch.cat(values)
+            _seed(layer, torch.cat(keys), torch.cat(values))
         mask = torch.zeros((len(chats), longest + 1), dtype=torch.long, device=self.device)
         for row, chat in enumerate(chats):
             mask[row, longest - chat.length :] = 1

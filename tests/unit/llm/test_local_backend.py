@@ -12,7 +12,7 @@ import pytest
 from services.llm.backends import Finished, GenerationRequest
 from services.llm.backends.local import ACTIVE, STEP_BATCH, TOKENS, LocalBackend
 from services.llm.cards import CardItem, build_messages
-from styleloop.runtime.errors import ResourceExhausted
+from styleloop.runtime.errors import InvalidArgument, ResourceExhausted
 
 QUESTIONS = ("puma tee", "a red skirt for summer please", "what goes with white sneakers?")
 
@@ -137,3 +137,47 @@ async def test_adapters_serve_side_by_side_each_chat_on_its_own(
     )
     assert [m[0] for m in mixed] == [base_alone[0], one[0], two[0]]
     assert [m[1].adapter_id for m in mixed] == ["", "a1", "a2"]
+
+
+@pytest.fixture
+async def sliding(tmp_path: Path):
+    """A small random Gemma 3 (sliding-window and full attention layers, as the offline
+    candidate google/gemma-3-270m has), saved as `models prepare` saves an LLM."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from styleloop.models.presets import tiny_hf_tokenizer
+
+    tok = tiny_hf_tokenizer()
+    config = Gemma3TextConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=32, sliding_window=320,
+        layer_types=["sliding_attention", "full_attention"], max_position_embeddings=512,
+        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    Gemma3ForCausalLM(config).save_pretrained(tmp_path / "gemma")
+    tok.save_pretrained(tmp_path / "gemma")
+    b = LocalBackend(
+        tmp_path / "gemma", model_id="tiny-gemma3", model_version="v", max_waiting=4,
+        dtype="float32",
+    )  # fmt: skip
+    await b.start()
+    yield b
+    await b.stop()
+
+
+async def test_a_sliding_window_model_is_batched_within_its_window(sliding: LocalBackend):
+    """Gemma 3's sliding-window layers were refused by the step batcher; within the window
+    they attend to everything, so chats decoded together answer as they do alone, and a
+    budget that would outgrow the window is refused before anything streams."""
+    assert sliding.window == 319
+    requests = [request(q, tokens=12) for q in QUESTIONS]
+    alone = [await collect(sliding, r) for r in requests]
+    together = await asyncio.gather(*(collect(sliding, r) for r in requests))
+    assert [t for t, _ in together] == [t for t, _ in alone]
+    assert all(f.completion_tokens == 12 for _, f in alone)
+    with pytest.raises(InvalidArgument) as refused:
+        sliding.check(request(QUESTIONS[0], tokens=150))
+    assert refused.value.reason == "PROMPT_TOO_LONG" and "sliding window" in refused.value.message
