@@ -173,9 +173,9 @@ def register(commands: Any) -> None:
 
     def run(args: argparse.Namespace) -> int:
         dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
-        bad = [d for d in dtypes if d not in ("float32", "bfloat16", "float16")]
+        bad = [d for d in dtypes if d not in ("float32", "bfloat16", "float16", "int8")]
         if bad or not dtypes:
-            sys.stderr.write("styleloop bench llm: --dtypes of float32, bfloat16, float16\n")
+            sys.stderr.write("styleloop bench llm: --dtypes of float32, bfloat16, float16, int8\n")
             return 2
         if args.tokens < 2 or not 1 <= args.concurrency <= len(QUESTIONS):
             sys.stderr.write(

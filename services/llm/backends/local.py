@@ -30,7 +30,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from services.llm.backends import Finished, GenerationRequest
 from services.llm.grounding import CitationRules, CitationState
-from styleloop.runtime.errors import InvalidArgument, ResourceExhausted
+from styleloop.runtime.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 
 log = logging.getLogger(__name__)
 
@@ -188,19 +188,28 @@ class LocalBackend:
             self.dtype = auto_dtype(device)
         started = time.perf_counter()
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        if self.dtype == "int8" and device != "cpu":
+            raise ValueError("LLM_DTYPE=int8 (dynamic quantization) runs on the CPU only")
+        weights = "float32" if self.dtype == "int8" else self.dtype
         model: Any = AutoModelForCausalLM.from_pretrained(
-            self.model_dir, dtype=getattr(torch, self.dtype)
+            self.model_dir, dtype=getattr(torch, weights)
         )
         self.model = model.to(device)
         self.model.eval()
+        # The model's vocabulary may be padded beyond the tokenizer's: never generate those.
+        self.vocab = self.model.get_output_embeddings().weight.shape[0]
+        if self.dtype == "int8":
+            # Every Linear's weights int8, activations quantized on the fly (CPU kernels);
+            # PEFT's LoRA layers do not wrap these, so no adapter is served on them.
+            self.model = torch.ao.quantization.quantize_dynamic(
+                self.model, {torch.nn.Linear}, dtype=torch.qint8
+            )
         texts = token_texts(self.tokenizer)
         eos = self.model.generation_config.eos_token_id
         eos_ids = {eos} if isinstance(eos, int) else set(eos or ())
         if self.tokenizer.eos_token_id is not None:
             eos_ids.add(self.tokenizer.eos_token_id)
         self.eos_ids = eos_ids
-        # The model's vocabulary may be padded beyond the tokenizer's: never generate those.
-        self.vocab = self.model.get_output_embeddings().weight.shape[0]
         self.rules = CitationRules(texts, sorted(eos_ids))
         self._prompt_ids = functools.lru_cache(maxsize=256)(self._prompt_ids)  # type: ignore[method-assign]
         self._system_ids = functools.lru_cache(maxsize=8)(self._system_ids)  # type: ignore[method-assign]
@@ -260,6 +269,11 @@ class LocalBackend:
 
     async def load_adapter(self, adapter_id: str, path: Path) -> None:
         """Load a LoRA adapter beside the others (between decoding steps)."""
+        if self.dtype == "int8":
+            raise FailedPrecondition(
+                "LoRA adapters are not served on int8 weights (LLM_DTYPE=int8)",
+                reason="ADAPTER_LOAD_FAILED",
+            )
         if self._worker is None:
             await asyncio.to_thread(self._load_adapter_now, adapter_id, path)
             return

@@ -12,7 +12,7 @@ import pytest
 from services.llm.backends import Finished, GenerationRequest
 from services.llm.backends.local import ACTIVE, STEP_BATCH, TOKENS, LocalBackend
 from services.llm.cards import CardItem, build_messages
-from styleloop.runtime.errors import InvalidArgument, ResourceExhausted
+from styleloop.runtime.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 
 QUESTIONS = ("puma tee", "a red skirt for summer please", "what goes with white sneakers?")
 
@@ -181,3 +181,28 @@ async def test_a_sliding_window_model_is_batched_within_its_window(sliding: Loca
     with pytest.raises(InvalidArgument) as refused:
         sliding.check(request(QUESTIONS[0], tokens=150))
     assert refused.value.reason == "PROMPT_TOO_LONG" and "sliding window" in refused.value.message
+
+
+async def test_int8_weights_answer_with_quantized_linears_and_refuse_adapters(
+    tiny_models: Path, tmp_path: Path
+):
+    import torch
+
+    b = LocalBackend(
+        tiny_models / "llm", model_id="tiny", model_version="v", max_waiting=4, dtype="int8"
+    )
+    await b.start()
+    try:
+        quantized = [
+            m for m in b.model.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)
+        ]
+        assert quantized and not any(type(m) is torch.nn.Linear for m in b.model.modules())
+        text, finished = await collect(b, request(QUESTIONS[0], tokens=8))
+        assert finished.completion_tokens == 8 and text
+        together = await asyncio.gather(*(collect(b, request(q, tokens=8)) for q in QUESTIONS))
+        assert together[0][0] == text  # batched as the float weights are
+        with pytest.raises(FailedPrecondition) as refused:
+            await b.load_adapter("a1", make_adapter(tiny_models, tmp_path / "a1", 1))
+        assert "int8" in refused.value.message
+    finally:
+        await b.stop()
