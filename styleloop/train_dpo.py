@@ -81,6 +81,12 @@ def register(commands: Any) -> None:
     parser.add_argument("--max-length", type=int, default=384, help="tokens per sequence (384)")
     parser.add_argument("--max-minutes", type=float, default=20.0, help="stop by then (20)")
     parser.add_argument("--min-gain", type=float, default=0.05, help="publish threshold")
+    parser.add_argument(
+        "--min-margin-gain",
+        type=float,
+        default=1.0,
+        help="at the accuracy ceiling: the mean log-likelihood margin's rise needed (1.0)",
+    )
     parser.add_argument("--eval-percent", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--activate", action="store_true", help="serve it when published")
@@ -123,6 +129,7 @@ def register(commands: Any) -> None:
             max_length=args.max_length,
             max_minutes=args.max_minutes,
             min_gain=args.min_gain,
+            min_margin_gain=args.min_margin_gain,
             seed=args.seed,
         )
         try:

@@ -95,6 +95,12 @@ class TrainerSettings(ServiceSettings):
         ge=0,
         description="Held-out preference accuracy must rise by this much to publish.",
     )
+    round_min_margin_gain: float = Field(
+        default=1.0,
+        ge=0,
+        description="At the accuracy ceiling (within ROUND_MIN_GAIN of 1): the mean held-out "
+        "log-likelihood margin (nats) must rise by this much instead.",
+    )
     catalog: Path | None = Field(
         default=None,
         description="The catalog (file or folder) the chat evaluation's questions come from: "

@@ -18,7 +18,9 @@ sign of the DPO reward margin with the reference factored out, so that the servi
 and the candidate are measured the same way. TRL's own ``rewards/accuracies`` and
 ``rewards/margins`` (against the reference, during training) are logged and kept in the
 adapter's metrics. A round publishes only when held-out preference accuracy rises by at
-least ``min_gain``; otherwise the serving adapter stays, and the reason is returned.
+least ``min_gain`` — or, once accuracy is at its ceiling (within ``min_gain`` of 1), when
+it does not fall and the mean log-likelihood margin rises by ``min_margin_gain``
+(:func:`beats_serving`); otherwise the serving adapter stays, and the reason is returned.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class RoundSettings:
     max_length: int = 384
     max_minutes: float = 20.0
     min_gain: float = 0.05
+    min_margin_gain: float = 1.0
     seed: int = 0
 
 
@@ -247,12 +250,9 @@ def run_round(
             metrics["rewards_margins_last"] = round(train_logs[-1].get("rewards/margins", 0.0), 4)
         if not all(math.isfinite(v) for v in metrics.values()):
             return RoundResult(round_id, parent, False, "", "training diverged", metrics, pair_ids)
-        gain = after - before
-        if gain < settings.min_gain:
-            reason = (
-                f"held-out preference accuracy {before:.3f} -> {after:.3f} "
-                f"(gain {gain:+.3f} < {settings.min_gain:.3f}): the serving adapter stays"
-            )
+        better, why = beats_serving(before, after, before_margin, after_margin, settings)
+        if not better:
+            reason = f"{why}: the serving adapter stays"
             return RoundResult(round_id, parent, False, "", reason, metrics, pair_ids)
         saved = Path(work) / "adapter"
         model.save_pretrained(saved, selected_adapters=["default"])
@@ -268,5 +268,31 @@ def run_round(
             ),
             activate=activate,
         )
-    reason = f"held-out preference accuracy {before:.3f} -> {after:.3f}: published"
+    reason = f"{why}: published"
     return RoundResult(round_id, parent, True, info.adapter_id, reason, metrics, pair_ids)
+
+
+def beats_serving(
+    before: float, after: float, margin_before: float, margin_after: float, s: RoundSettings
+) -> tuple[bool, str]:
+    """The publish gate on the held-out pairs: accuracy up by ``min_gain``; or, where the
+    serving adapter is already within ``min_gain`` of every pair right (accuracy cannot
+    rise by that much any more), accuracy not lower and the mean log-likelihood margin up
+    by ``min_margin_gain`` (the candidate prefers the chosen answers more firmly)."""
+    said = f"held-out preference accuracy {before:.3f} -> {after:.3f}"
+    gain = after - before
+    if gain >= s.min_gain:
+        return True, said
+    margin = margin_after - margin_before
+    ceiling = before > 1.0 - s.min_gain
+    if ceiling and after >= before and margin >= s.min_margin_gain:
+        return (
+            True,
+            f"{said} (at the ceiling), mean margin {margin_before:+.2f} -> {margin_after:+.2f}",
+        )
+    if ceiling:
+        return False, (
+            f"{said} (at the ceiling) and mean margin {margin_before:+.2f} -> "
+            f"{margin_after:+.2f} (gain {margin:+.2f} < {s.min_margin_gain:.2f})"
+        )
+    return False, f"{said} (gain {gain:+.3f} < {s.min_gain:.3f})"

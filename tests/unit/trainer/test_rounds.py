@@ -180,3 +180,25 @@ def test_train_dpo_refuses_a_bad_pairs_file_clearly(tmp_path: Path, content: str
     done = run_cli("train", "dpo", "--pairs", str(file), "--models-dir", str(tmp_path))
     assert done.returncode == 2 and error in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "margins", "published", "said"),
+    [
+        (0.50, 0.60, (0.0, 0.1), True, "0.500 -> 0.600"),
+        (0.50, 0.52, (0.0, 9.0), False, "gain +0.020 < 0.050"),  # room to rise: accuracy decides
+        (1.00, 1.00, (3.19, 5.94), True, "at the ceiling), mean margin +3.19 -> +5.94"),
+        (1.00, 1.00, (3.19, 3.50), False, "gain +0.31 < 1.00"),
+        (1.00, 0.875, (2.36, 5.58), False, "at the ceiling"),  # accuracy fell: kept
+        (0.96, 0.96, (1.0, 2.5), True, "at the ceiling"),
+    ],
+)
+def test_the_gate_uses_the_margin_only_where_accuracy_cannot_rise_any_more(
+    before: float, after: float, margins: tuple[float, float], published: bool, said: str
+):
+    """A measured round raised the mean margin +3.19 -> +5.94 at accuracy 1.0 -> 1.0 and was
+    kept: accuracy alone cannot see a gain there."""
+    from services.trainer.rounds import beats_serving
+
+    better, why = beats_serving(before, after, *margins, RoundSettings())
+    assert better is published and said in why
