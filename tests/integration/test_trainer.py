@@ -33,6 +33,7 @@ from services.trainer.ledger import Ledger
 from services.trainer.service import TrainerService, build_service
 from styleloop.broker import LocalS3, TansuBroker
 from styleloop.processes import spawn, stop
+from styleloop.runtime.errors import Unavailable
 from styleloop.runtime.server import GrpcServer
 from styleloop.v1 import common_pb2, events_pb2, recommender_pb2, recommender_pb2_grpc
 from tests.conftest import catalog_images, encode_png, free_ports
@@ -489,11 +490,23 @@ async def test_kill_9_mid_batch_loses_nothing_and_applies_nothing_twice(
     ]
     await asyncio.to_thread(produce, broker.bootstrap, FEEDBACK, [feedback(*e) for e in events])
     state, log = tmp_path / "trainer", tmp_path / "trainer.log"
+    # The kill lands mid-batch by construction, not by timing: after 40 interactions the
+    # recommender answers UNAVAILABLE, so the trainer retries the 41st and commits nothing.
+    record, calls = recommender.servicer.core.record, [0]
+
+    def record_40_then_unavailable(*args: Any) -> bool:
+        calls[0] += 1
+        if calls[0] > 40:
+            raise Unavailable("held by the test", reason="HELD")
+        return bool(record(*args))
+
+    recommender.servicer.core.record = record_40_then_unavailable
     process = start_trainer_process(broker.bootstrap, recommender, state, log)
     try:
-        await until(lambda: ledger_count(state) >= 40, timeout_s=120, every_s=0.01)
+        await until(lambda: calls[0] > 41, timeout_s=120, every_s=0.01)  # retrying the 41st
         process.send_signal(signal.SIGKILL)
         process.wait(10)
+        recommender.servicer.core.record = record
         done = ledger_count(state)
         assert 0 < done < 400, "the kill landed mid-batch"
         assert await asyncio.to_thread(committed, broker.bootstrap, FEEDBACK) in (None, 0)
