@@ -23,7 +23,6 @@ import argparse
 import json
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,15 +35,10 @@ HISTOGRAM = "trainer_event_to_effect_seconds"
 
 def buckets(metrics_url: str) -> list[tuple[float, float]]:
     """(upper bound, cumulative count) of the trainer's effect-latency histogram."""
-    from prometheus_client.parser import text_string_to_metric_families
+    from styleloop.runtime.metrics import scrape
 
-    with urllib.request.urlopen(metrics_url, timeout=10) as reply:
-        text = reply.read().decode()
     return sorted(
-        (float(sample.labels["le"]), sample.value)
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == HISTOGRAM + "_bucket"
+        (float(s.labels["le"]), s.value) for s in scrape(metrics_url, HISTOGRAM + "_bucket")
     )
 
 

@@ -31,7 +31,6 @@ import json
 import random
 import sys
 import time
-import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -125,16 +124,9 @@ def shoppers_for(
 
 def metric_sum(metrics_url: str, name: str, **labels: str) -> float:
     """The sum of ``name``'s samples that carry every one of ``labels``."""
-    from prometheus_client.parser import text_string_to_metric_families
+    from styleloop.runtime.metrics import scrape
 
-    with urllib.request.urlopen(metrics_url, timeout=10) as reply:
-        text = reply.read().decode()
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name and labels.items() <= sample.labels.items()
-    )
+    return sum(s.value for s in scrape(metrics_url, name) if labels.items() <= s.labels.items())
 
 
 def rounds_done(metrics_url: str) -> float:

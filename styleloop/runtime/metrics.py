@@ -7,11 +7,14 @@ query ids. Domain metrics live with their service as ``<svc>_<thing>_<unit>``.
 from __future__ import annotations
 
 import logging
+import urllib.request
 from dataclasses import dataclass
 from threading import Thread
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 log = logging.getLogger(__name__)
 
@@ -74,3 +77,16 @@ def start_metrics_server(host: str, port: int) -> MetricsServer | None:
     server = MetricsServer(httpd, thread)
     log.info("metrics endpoint listening", extra={"metrics_port": server.port})
     return server
+
+
+def scrape(metrics_url: str, name: str, timeout_s: float = 10.0) -> list[Sample]:
+    """The samples named ``name`` (``_bucket``/``_total`` suffix included) that a running
+    service's ``/metrics`` shows now: how the CLI's benchmarks and tests read a service."""
+    with urllib.request.urlopen(metrics_url, timeout=timeout_s) as reply:
+        text = reply.read().decode()
+    return [
+        sample
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]

@@ -25,6 +25,7 @@ import pytest
 from styleloop.broker import TansuBroker
 from styleloop.catalog import read_catalog
 from styleloop.processes import spawn, stop
+from styleloop.runtime.metrics import scrape
 from tests.conftest import ROOT, run_cli
 
 
@@ -111,14 +112,8 @@ def tail_events(
 
 def consumed(metrics_url: str, topic: str = "styleloop.feedback.v1") -> dict[str, float]:
     """The trainer's trainer_events_consumed_total for ``topic``, by outcome."""
-    with urllib.request.urlopen(metrics_url, timeout=10) as reply:
-        text = reply.read().decode()
-    found: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("trainer_events_consumed_total{") and f'topic="{topic}"' in line:
-            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
-            found[outcome] = float(line.rsplit(" ", 1)[1])
-    return found
+    samples = scrape(metrics_url, "trainer_events_consumed_total")
+    return {s.labels["outcome"]: s.value for s in samples if s.labels.get("topic") == topic}
 
 
 def chat_events(url: str, body: dict) -> dict:

@@ -45,3 +45,31 @@ def test_a_refused_call_is_a_clear_error_not_a_key_error(status: int, body: dict
         pytest.raises(BenchError, match=said),
     ):
         call(client, "/v1/search/text", {"query": "x"})
+
+
+def test_buckets_and_sums_read_a_services_metrics_page():
+    """`scrape` (one parser for bench feedback, simulate and the stack test) against a real
+    /metrics endpoint."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+    from styleloop.bench_feedback import HISTOGRAM, buckets
+    from styleloop.simulate import metric_sum
+    from tests.conftest import free_ports
+
+    registry = CollectorRegistry()
+    histogram = Histogram(HISTOGRAM, "effect", buckets=(0.1, 1.0), registry=registry)
+    rounds = Counter("trainer_rounds", "rounds", ["outcome"], registry=registry)
+    for value in (0.05, 0.5, 0.7):
+        histogram.observe(value)
+    rounds.labels("kept").inc(2)
+    rounds.labels("published").inc()
+    port = free_ports(1)[0]
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        assert buckets(url) == [(0.1, 1.0), (1.0, 3.0), (float("inf"), 3.0)]
+        assert metric_sum(url, "trainer_rounds_total") == 3.0
+        assert metric_sum(url, "trainer_rounds_total", outcome="kept") == 2.0
+    finally:
+        server.shutdown()
+        thread.join(5)
