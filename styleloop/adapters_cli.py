@@ -30,7 +30,7 @@ def register(commands: Any) -> None:
     activate.add_argument("adapter_id")
 
     def main(args: argparse.Namespace) -> int:
-        from services.llm.adapters import AdapterRegistry
+        from services.llm.adapters import BASE_MODEL, AdapterRegistry
         from styleloop.runtime.errors import StyleLoopError
 
         registry = AdapterRegistry(args.adapters_dir)
@@ -52,7 +52,7 @@ def register(commands: Any) -> None:
                 print(json.dumps({**info.to_json(), "path": str(info.path)}, indent=2))  # noqa: T201
             else:
                 target = ""
-                if args.adapter_id != "base":
+                if args.adapter_id != BASE_MODEL:
                     target = registry.get(args.adapter_id).adapter_id
                 registry.write_active(target)
                 print(f"active: {target or 'base model'}")  # noqa: T201

@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.llm.adapters import BASE_MODEL
 from services.llm.grounding import CITATION
 from styleloop.chat_questions import Question, build_questions
 from styleloop.commands import add_command
@@ -284,7 +285,7 @@ def main(
         for run in runs:
             if adapters_dir is not None and run != "served":
                 try:
-                    switch_adapter(adapters_dir, "" if run == "base" else run, client, 120)
+                    switch_adapter(adapters_dir, "" if run == BASE_MODEL else run, client, 120)
                 except RuntimeError as exc:
                     sys.stderr.write(f"styleloop eval chat: {exc}\n")
                     return 1

@@ -93,7 +93,7 @@ def register(commands: Any) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
     def main(args: argparse.Namespace) -> int:
-        from services.llm.adapters import AdapterRegistry
+        from services.llm.adapters import BASE_MODEL, AdapterRegistry
         from services.trainer.rounds import RoundSettings, run_round
         from styleloop.runtime.errors import StyleLoopError
 
@@ -119,7 +119,7 @@ def register(commands: Any) -> None:
             )
             return 2
         registry = AdapterRegistry(args.adapters_dir)
-        parent = "" if args.parent == "base" else args.parent or registry.read_active()
+        parent = "" if args.parent == BASE_MODEL else args.parent or registry.read_active()
         settings = RoundSettings(
             steps=args.steps,
             batch_size=args.batch_size,

@@ -17,12 +17,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from services.llm.adapters import BASE_MODEL
 from styleloop.chat_questions import Question
 from styleloop.eval_chat import Outcome, summarise
 
 log = logging.getLogger(__name__)
 
-# One question answered by one adapter ("base": the base model), scored.
+# One question answered by one adapter (BASE_MODEL: the base model), scored.
 Ask = Callable[[Question, str], Awaitable[Outcome]]
 
 
@@ -71,7 +72,7 @@ async def chat_gate(
 ) -> GateResult:
     """Ask every question with both adapters ("" for ``serving``: the base model)."""
     results = {}
-    for who, adapter in (("serving", serving or "base"), ("candidate", candidate)):
+    for who, adapter in (("serving", serving or BASE_MODEL), ("candidate", candidate)):
         results[who] = summarise([await ask(q, adapter) for q in questions])
     gate = judge(results["serving"], results["candidate"], tolerance)
     log.info(

@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 
+from services.llm.clients.events import FINISH
 from styleloop.chat_questions import Question
 from styleloop.eval_chat import Outcome, score
 from styleloop.runtime.auth import aio_channel
@@ -15,11 +16,7 @@ from styleloop.runtime.errors import Unavailable
 from styleloop.v1 import llm_pb2, llm_pb2_grpc
 
 ITEM_FIELDS = ("title", "brand", "article_type", "colour", "season", "usage", "gender", "year")
-
-
-def finish_name(value: int) -> str:
-    """FINISH_REASON_NO_ITEMS -> "no_items", as the gateway writes it."""
-    return llm_pb2.FinishReason.Name(value).removeprefix("FINISH_REASON_").lower()
+FINISH_NAMES = {proto: name for name, proto in FINISH.items()}  # the llm's own table, reversed
 
 
 class LlmAdapters:
@@ -42,7 +39,7 @@ class LlmAdapters:
     async def ask(
         self, question: Question, adapter_id: str, max_new_tokens: int = 48, timeout_s: float = 120
     ) -> Outcome:
-        """One evaluation question answered by ``adapter_id`` ("base": the base model)."""
+        """One evaluation question answered by ``adapter_id`` (BASE_MODEL: the base model)."""
         out = Outcome(question.text, question.kind, question.answerable)
         items: dict[str, dict[str, Any]] = {}
         request = llm_pb2.ChatRequest(
@@ -67,7 +64,7 @@ class LlmAdapters:
                 elif kind == "item_reference":
                     out.cited.append(chunk.item_reference.item_id)
                 elif kind == "finish":
-                    out.finish = finish_name(chunk.finish.finish_reason)
+                    out.finish = FINISH_NAMES.get(chunk.finish.finish_reason, "stop")
                     out.adapter_id = chunk.finish.adapter_id
                     out.answer_id = chunk.finish.answer_id
                     out.completion_tokens = chunk.finish.completion_tokens
