@@ -309,11 +309,10 @@ class LocalBackend:
                 f"the prompt is {count} tokens; the most is {self.max_prompt_tokens}",
                 reason="PROMPT_TOO_LONG",
             )
-        window = self.window
-        if window is not None and count + request.max_new_tokens > window:
+        if self.window is not None and count + request.max_new_tokens > self.window:
             raise InvalidArgument(
                 f"the prompt is {count} tokens and up to {request.max_new_tokens} may be "
-                f"generated; {self.model_id} attends within {window} (its sliding window)",
+                f"generated; {self.model_id} attends within {self.window} (its sliding window)",
                 reason="PROMPT_TOO_LONG",
             )
 
