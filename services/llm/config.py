@@ -51,6 +51,13 @@ class LlmSettings(ServiceSettings):
     )
     default_max_items: int = Field(default=5, ge=1, le=20)
     max_items_limit: int = Field(default=10, ge=1, le=20)
+    history_items: int = Field(
+        default=3,
+        ge=0,
+        le=10,
+        description="The shopper's newest rejected and liked items (this many of each, from "
+        "the recommender's user state) shown to the model after the cards; 0: none.",
+    )
     default_max_new_tokens: int = Field(default=96, ge=1)
     max_new_tokens_limit: int = Field(default=512, ge=1)
     max_messages: int = Field(default=20, ge=1, description="Turns a conversation may have.")

@@ -8,7 +8,8 @@
    generation.
 3. Otherwise the items come from the recommender, personalised for the shopper (their
    rejected and bought items and near-duplicates of rejected ones never come back; their
-   likes pull), go into the prompt as numbered cards, and the backend generates an answer
+   likes pull), go into the prompt as numbered cards (followed by the shopper's newest
+   rejected and liked items, ``HISTORY_ITEMS`` of each), and the backend generates an answer
    whose citations are constrained while decoding; each completed citation becomes a
    :class:`Reference`, and :func:`services.llm.grounding.guard` checks the final text.
 4. The finished answer is published as a chat-turn event for the trainer.
@@ -28,7 +29,7 @@ from prometheus_client import Counter, Histogram
 
 from services.llm.backends import Backend, Finished, GenerationRequest
 from services.llm.calibration import SimilarityFloor, closest_similarity
-from services.llm.cards import CardItem, build_messages, reason_for
+from services.llm.cards import CardItem, History, build_messages, reason_for
 from services.llm.clients.recommender import Catalog
 from services.llm.config import LlmSettings
 from services.llm.grounding import CitationState, guard
@@ -318,7 +319,16 @@ class ChatCore:
         if not plan.knows_nothing_fits:
             items = await self.retrieve(request, plan, size, photo_category)
         adapter_id = await self.adapter(request.adapter_id) if self.adapter else ""
-        prompt = build_messages(request.messages[-1].content, items, photo_caption) if items else ()
+        history = History()
+        if items and request.user_id and self.settings.history_items:
+            history = await self.catalog.history(
+                request.user_id, self.settings.history_items, request.deadline
+            )
+        prompt = (
+            build_messages(request.messages[-1].content, items, photo_caption, history)
+            if items
+            else ()
+        )
         generation = GenerationRequest(
             messages=prompt,
             cards=len(items),

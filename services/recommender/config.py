@@ -27,6 +27,14 @@ class RecommenderSettings(ServiceSettings):
     max_user_items: int = Field(
         default=1000, ge=1, description="Newest likes, rejections and purchases kept per user."
     )
+    personalise: bool = Field(
+        default=True,
+        description="Searches, similar items and outfits use the shopper's state (rejected "
+        "and bought items and near-duplicates of rejected ones never come back, likes pull); "
+        "false still records every interaction (GetUserState, the chat's shopper history) "
+        "but retrieves as for anyone: how `styleloop simulate` measures what the chat model "
+        "learnt. GetRecommendations is personalised either way.",
+    )
     max_query_examples: int = Field(
         default=64, ge=1, description="Newest likes and rejections a recommendation query uses."
     )

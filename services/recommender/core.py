@@ -507,7 +507,7 @@ class Recommender:
     def _personal(self, user_id: str, filters: Filters) -> Personal:
         """A shopper's exclusions (rejected and bought items) added to ``filters``, with the
         vectors of their newest rejections (near-duplicates are dropped) and likes."""
-        if not user_id:
+        if not user_id or not self.settings.personalise:
             return Personal(filters, [], [])
         state = self._user(user_id)
         most = self.settings.max_query_examples

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from services.llm.cards import CardItem
+from services.llm.cards import CardItem, History
 from styleloop.runtime.auth import aio_channel
 from styleloop.runtime.errors import InvalidArgument, NotFound, Unavailable
 from styleloop.runtime.logging import request_id_var
@@ -57,6 +57,8 @@ class Catalog(Protocol):
         self, item_ids: Sequence[str], category: str, filters: Filters, size: int, **kw: Any
     ) -> list[CardItem]: ...
 
+    async def history(self, user_id: str, most: int, deadline: float | None) -> History: ...
+
     async def close(self) -> None: ...
 
 
@@ -82,7 +84,10 @@ def to_item_filter(
 
 
 def card_item(scored: common_pb2.ScoredItem) -> CardItem:
-    item = scored.item
+    return item_card(scored.item, scored.score, scored.similarity)
+
+
+def item_card(item: common_pb2.Item, score: float = 0.0, similarity: float = 0.0) -> CardItem:
     return CardItem(
         item_id=item.item_id,
         title=item.title,
@@ -97,8 +102,8 @@ def card_item(scored: common_pb2.ScoredItem) -> CardItem:
         caption=item.caption,
         price=item.price,
         currency_code=item.currency_code,
-        score=scored.score,
-        similarity=scored.similarity,
+        score=score,
+        similarity=similarity,
     )
 
 
@@ -216,6 +221,31 @@ class RecommenderCatalog:
         )
         response = await self._call(self.stub.CompleteOutfit, request, kw.get("deadline"))
         return [card_item(r) for r in response.results]
+
+    async def history(self, user_id: str, most: int, deadline: float | None) -> History:
+        """The shopper's ``most`` newest rejected and liked items (GetUserState, then
+        GetItem for each); an item deleted from the catalog since is left out."""
+        state = await self._call(
+            self.stub.GetUserState, recommender_pb2.GetUserStateRequest(user_id=user_id), deadline
+        )
+        rejected = [u.item_id for u in state.rejected_items[:most]]
+        liked = [u.item_id for u in state.liked_items[:most]]
+
+        async def get(item_id: str) -> CardItem | None:
+            try:
+                response = await self._call(
+                    self.stub.GetItem, recommender_pb2.GetItemRequest(item_id=item_id), deadline
+                )
+            except NotFound:
+                return None
+            return item_card(response.item)
+
+        found = await asyncio.gather(*(get(i) for i in rejected + liked))
+        cards = dict(zip(rejected + liked, found, strict=True))
+        return History(
+            [c for i in rejected if (c := cards[i]) is not None],
+            [c for i in liked if (c := cards[i]) is not None],
+        )
 
     async def close(self) -> None:
         await self.channel.close()

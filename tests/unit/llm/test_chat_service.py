@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -22,6 +23,8 @@ from services.captioner.servicer import SERVICE_NAME as CAPTIONER
 from services.captioner.servicer import register as register_captioner
 from services.llm.adapters import LOAD_FAILURES, AdapterInfo, publish
 from services.llm.backends.local import ACTIVE
+from services.llm.cards import history_line
+from services.llm.clients.recommender import item_card
 from services.llm.config import LlmSettings
 from services.llm.core import ChatTurn
 from services.llm.service import LlmService, build_service
@@ -81,6 +84,7 @@ class Chat:
     tiny_models: Path
     address: str  # the llm service
     recommender_address: str
+    recommender_core: Any
 
 
 @pytest.fixture
@@ -154,6 +158,7 @@ async def chat(tiny_models: Path, tmp_path: Path) -> AsyncIterator[Chat]:
             tiny_models,
             f"127.0.0.1:{server.port}",
             f"127.0.0.1:{rec_server.port}",
+            rec_servicer.core,
         )
     finally:
         await channel.close()
@@ -256,6 +261,45 @@ async def test_a_rejected_item_never_appears_in_that_users_next_answer(chat: Cha
     assert rejected not in {r.item_id for r in again.references}
     other = await answer(chat.stub, ask(question, user="someone-else"))
     assert rejected in {s.item.item_id for s in other.retrieved}
+
+
+async def test_the_shoppers_rejections_and_likes_are_shown_to_the_model_after_the_cards(
+    chat: Chat,
+):
+    # The recommender records but does not exclude (PERSONALISE=false, as `styleloop
+    # simulate` measures the model): tiny random images are all near-duplicates, so a
+    # rejection would otherwise leave nothing to show.
+    rec = chat.recommender_core
+    rec.settings = rec.settings.model_copy(update={"personalise": False})
+    question = "show me tshirts"
+    first = await answer(chat.stub, ask(question, user="historian"))
+    assert "<history>" not in chat.published[-1].prompt[-1][1]  # nothing done yet
+    rejected, liked = (s.item for s in first.retrieved[:2])
+    for item, kind in ((rejected, "REJECT"), (liked, "LIKE")):
+        await chat.recommender.RecordInteraction(
+            recommender_pb2.RecordInteractionRequest(
+                user_id="historian",
+                item_id=item.item_id,
+                kind=getattr(common_pb2, f"INTERACTION_KIND_{kind}"),
+            ),
+            timeout=10,
+        )
+    second = await answer(chat.stub, ask(question, user="historian"))
+    user_turn = chat.published[-1].prompt[-1][1]
+    history = user_turn.split("<history>\n")[1].split("\n</history>")[0].splitlines()
+    assert history == [
+        f"rejected: {history_line(item_card(rejected))}",
+        f"liked: {history_line(item_card(liked))}",
+    ]
+    assert user_turn.index("</cards>") < user_turn.index("<history>")
+    assert rejected.item_id in {s.item.item_id for s in second.retrieved}  # not excluded
+    assert user_turn.endswith(f"Shopper: {question}")
+    await answer(chat.stub, ask(question, user="someone-else"))
+    assert "<history>" not in chat.published[-1].prompt[-1][1]
+    core = chat.service.core
+    core.settings = core.settings.model_copy(update={"history_items": 0})
+    await answer(chat.stub, ask(question, user="historian"))
+    assert "<history>" not in chat.published[-1].prompt[-1][1]
 
 
 async def test_a_photo_is_embedded_and_described_and_anchors_what_goes_with_it(chat: Chat):

@@ -261,6 +261,43 @@ async def test_rejection_excludes_the_item_and_its_near_duplicates_at_once(stack
     assert {i.item_id for i in state.liked_items} == {"liked-1", "liked-2"}
 
 
+async def test_with_personalise_off_interactions_are_recorded_but_searches_ignore_them(stack):
+    """PERSONALISE=false (how `styleloop simulate` measures the chat model): a rejection is
+    in the user's state, yet their searches still return it and its near-duplicate."""
+    dim = stack.servicer.core.model.image_dimension
+    await put_vectors(
+        stack,
+        {
+            "anchor": ("Topwear", unit(1, 0, 0, dim=dim)),
+            "rejected": ("Topwear", unit(1, 0.1, 0, dim=dim)),
+            "near-duplicate": ("Topwear", unit(1, 0.11, 0, dim=dim)),
+            "other": ("Topwear", unit(0, 1, 0, dim=dim)),
+        },
+    )
+    await stack.stub.RecordInteraction(
+        recommender_pb2.RecordInteractionRequest(
+            user_id="u1", item_id="rejected", kind=common_pb2.INTERACTION_KIND_REJECT
+        ),
+        timeout=10,
+    )
+
+    async def similar() -> list[str]:
+        page = await stack.stub.GetSimilarItems(
+            recommender_pb2.GetSimilarItemsRequest(item_id="anchor", user_id="u1", page_size=10),
+            timeout=10,
+        )
+        return [r.item.item_id for r in page.results]
+
+    personalised = await similar()
+    assert "rejected" not in personalised and "near-duplicate" not in personalised
+    core = stack.servicer.core
+    core.settings = core.settings.model_copy(update={"personalise": False})
+    unpersonalised = await similar()
+    assert {"rejected", "near-duplicate"} <= set(unpersonalised)
+    state = await stack.stub.GetUserState(recommender_pb2.GetUserStateRequest(user_id="u1"))
+    assert [i.item_id for i in state.rejected_items] == ["rejected"]
+
+
 @pytest.mark.parametrize(
     ("call", "code", "reason"),
     [
