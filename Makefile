@@ -10,14 +10,15 @@ PROTO_OUT := styleloop/v1
 # The sample catalog, when present beside the checkout; tests fall back to drawn images.
 export STYLELOOP_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: help install protos check-stubs lint format test test-fast check models llm-candidates up bench bench-encoder bench-recommender
+.PHONY: help install protos check-stubs lint format test test-fast check k8s models llm-candidates up bench bench-encoder bench-recommender
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 TRITON_VENV ?= .venv-triton
+K8S_VENV ?= .venv-k8s
 
-install: $(VENV)/.installed $(TRITON_VENV)/.installed ## Create .venv (StyleLoop, every extra, CPU torch) and .venv-triton.
+install: $(VENV)/.installed $(TRITON_VENV)/.installed $(K8S_VENV)/.installed ## Create .venv (StyleLoop, every extra, CPU torch), .venv-triton and .venv-k8s.
 
 # torch is installed first and pinned, so that no dependency pulls a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml
@@ -33,6 +34,14 @@ $(TRITON_VENV)/.installed:
 	test -x $(TRITON_VENV)/bin/python || python3 -m venv $(TRITON_VENV)
 	$(TRITON_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(TRITON_VENV)/bin/python -m pip install --quiet 'nvidia-pytriton==0.7.0' 'numpy<2' 'protobuf<7' 'onnxruntime<1.21'
+	touch $@
+
+# checkov pins dozens of packages of its own: it gets an environment where they cannot
+# move the services' dependencies.
+$(K8S_VENV)/.installed:
+	test -x $(K8S_VENV)/bin/python || python3 -m venv $(K8S_VENV)
+	$(K8S_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(K8S_VENV)/bin/python -m pip install --quiet 'checkov==3.3.30'
 	touch $@
 
 protos: $(VENV)/.installed ## Regenerate styleloop/v1 stubs (with .pyi) from protos/.
@@ -58,7 +67,10 @@ test-fast: $(VENV)/.installed ## Tests without the slow ones (real pretrained we
 check-stubs: protos ## Fail if the committed stubs differ from what protos/ generates.
 	@test -z "$$(git status --porcelain -- $(PROTO_OUT))" || { git status --porcelain -- $(PROTO_OUT); echo 'generated stubs drifted from protos/: run make protos and commit the result' >&2; exit 1; }
 
-check: check-stubs lint test ## Everything CI runs: stub drift, lint, type check, tests.
+k8s: $(VENV)/.installed $(K8S_VENV)/.installed ## Dockerfiles (hadolint, requirements) and both overlays: render, validate (1.32, strict), consistency, checkov.
+	$(VENV)/bin/styleloop k8s check --checkov $(K8S_VENV)/bin/checkov
+
+check: check-stubs lint k8s test ## Everything CI runs: stub drift, lint, type check, manifests, tests.
 
 models: $(VENV)/.installed ## Prepare the models of PRESET (tiny|offline|small|base) into MODELS_DIR/PRESET.
 	$(VENV)/bin/styleloop models prepare --preset $(PRESET) --out $(MODELS_DIR)/$(PRESET)

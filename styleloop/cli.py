@@ -555,6 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
         bench_llm,
         calibrate,
         eval_chat,
+        k8s,
         simulate,
         train_dpo,
         train_stylist,
@@ -790,6 +791,7 @@ def build_parser() -> argparse.ArgumentParser:
     retrieval.set_defaults(func=cmd_eval_retrieval)
     eval_chat.register(eval_commands)
     calibrate.register(commands)
+    k8s.register(commands)
 
     up = commands.add_parser(
         "up",
