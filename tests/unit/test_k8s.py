@@ -59,6 +59,29 @@ def test_both_overlays_pass_every_check() -> None:
     assert {"triton", "captioner", "llm"} <= set(gpu)
 
 
+def test_the_vllm_variant_of_production_passes_every_check(tmp_path: Path) -> None:
+    """The llm on vLLM (components/vllm instead of llm-gpu), as deploy/k8s/README.md says."""
+    root = copy_repo(tmp_path)
+    edit(
+        root,
+        "deploy/k8s/overlays/production/kustomization.yaml",
+        "  - ../../components/llm-gpu\n",
+        "  - ../../components/vllm\n",
+    )
+    problems = k8s.check(root, ["production"], needs_checkov(), io.StringIO())
+    assert problems == [], "\n".join(map(str, problems))
+    docs = k8s.render(root / "deploy/k8s/overlays/production")
+    llm = next(
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "llm-config"
+    )
+    assert (
+        llm["data"]["BACKEND"] == "openai"
+        and llm["data"]["OPENAI_BASE_URL"] == "http://vllm:8000/v1"
+    )
+    vllm = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "vllm")
+    assert "--enable-lora" in vllm["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
 BREAKAGES: dict[str, tuple[str, str, str, str, str]] = {
     # name: (overlay, file, old, new, what the report says)
     "unknown field": (
@@ -142,6 +165,9 @@ DRIFTS: dict[str, Callable[[Path], None]] = {
     "a required setting left out": lambda r: edit(
         r, "deploy/k8s/base/recommender.yaml", "  ENCODER_ADDR: encoder:50051\n", ""
     ),
+    "a misspelt setting": lambda r: edit(
+        r, "deploy/k8s/base/llm.yaml", "  HISTORY_ITEMS:", "  HISTORY_ITEM:"
+    ),
     "a probe on another port than the service listens on": lambda r: edit(
         r, "deploy/k8s/base/encoder.yaml", '  GRPC_PORT: "50051"', '  GRPC_PORT: "50052"'
     ),
@@ -166,6 +192,7 @@ DRIFTS: dict[str, Callable[[Path], None]] = {
 }
 DRIFT_SAYS = {
     "a required setting left out": "ENCODER_ADDR has no default",
+    "a misspelt setting": "HISTORY_ITEM is set but is no setting",
     "a probe on another port than the service listens on": "listens on [50052]",
     "a Service targeting a port nothing listens on": "targets 9091",
     "a Triton model prepare does not write": "text_encoder_v2",
