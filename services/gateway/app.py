@@ -43,6 +43,8 @@ from services.gateway.schemas import (
     ChatRetrieved,
     ChatText,
     ErrorBody,
+    FacetField,
+    Facets,
     FeedbackAccepted,
     FeedbackBatch,
     Item,
@@ -113,8 +115,12 @@ UNSUPPORTED: dict[str, Any] = {"model": ErrorBody, "description": "Not a JPEG, P
 
 def query_filter(
     category: Annotated[list[str], Query(max_length=50)] = [],  # noqa: B006
+    article_type: Annotated[list[str], Query(max_length=50)] = [],  # noqa: B006
     colour: Annotated[list[str], Query(max_length=50)] = [],  # noqa: B006
     brand: Annotated[list[str], Query(max_length=50)] = [],  # noqa: B006
+    season: Annotated[list[str], Query(max_length=10)] = [],  # noqa: B006
+    usage: Annotated[list[str], Query(max_length=20)] = [],  # noqa: B006
+    gender: Annotated[list[str], Query(max_length=10)] = [],  # noqa: B006
     year: Annotated[list[str], Query(max_length=20)] = [],  # noqa: B006
     min_price: Annotated[float | None, Query(ge=0, le=1e9)] = None,
     max_price: Annotated[float | None, Query(ge=0, le=1e9)] = None,
@@ -122,8 +128,12 @@ def query_filter(
 ) -> ItemFilter:
     return ItemFilter(
         categories=category,
+        article_types=article_type,
         colours=colour,
         brands=brand,
+        seasons=season,
+        usages=usage,
+        genders=gender,
         years=year,
         min_price=min_price,
         max_price=max_price,
@@ -537,6 +547,51 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             backends(request).recommender.GetItem, recommender_pb2.GetItemRequest(item_id=item_id)
         )
         return Item.from_proto(response.item)
+
+    @v1.get(
+        "/items/{item_id}/image",
+        tags=["items"],
+        response_class=Response,
+        responses={
+            200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}},
+            304: {"description": "the photo has not changed (If-None-Match)"},
+            404: NOT_FOUND,
+        },
+    )
+    async def item_image(
+        request: Request, item_id: Annotated[str, PathParam(max_length=128)]
+    ) -> Response:
+        """An item's product photo (at most 10 MiB), with an ETag: cache it for a day, then
+        ask again with If-None-Match (304 when unchanged). 404 ``IMAGE_NOT_FOUND`` when the
+        item has no photo the catalog may serve."""
+        response = await call(
+            backends(request).recommender.GetItemImage,
+            recommender_pb2.GetItemImageRequest(item_id=item_id),
+        )
+        etag = f'"{response.etag}"'
+        headers = {"ETag": etag, "Cache-Control": "private, max-age=86400"}
+        wanted = request.headers.get("if-none-match", "")
+        if etag in [t.strip() for t in wanted.split(",")]:
+            return Response(status_code=304, headers=headers)
+        return Response(response.image, media_type=response.content_type, headers=headers)
+
+    @v1.get("/facets", tags=["items"])
+    async def facets(
+        request: Request,
+        flt: FilterQuery,
+        fields: Annotated[list[FacetField] | None, Query(max_length=8)] = None,
+        max_values: Annotated[int, Query(ge=0, le=1000)] = 50,
+    ) -> Facets:
+        """How many items have each value of the filterable fields (category, article_type,
+        brand, season, colour, usage, gender, year), most frequent first, under the filter:
+        what a client's filter chips offer."""
+        response = await call(
+            backends(request).recommender.GetFacets,
+            recommender_pb2.GetFacetsRequest(
+                fields=fields or [], filter=flt.to_proto(), max_values=max_values
+            ),
+        )
+        return Facets.from_proto(response)
 
     @v1.get("/items/{item_id}/similar", tags=["items"], responses={404: NOT_FOUND})
     async def similar_items(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from google.protobuf import timestamp_pb2
 from pydantic import (
@@ -150,6 +150,37 @@ class ScoredItem(BaseModel):
             item=Item.from_proto(scored.item),  # type: ignore[attr-defined]
             score=scored.score,  # type: ignore[attr-defined]
             similarity=scored.similarity,  # type: ignore[attr-defined]
+        )
+
+
+FacetField = Literal[
+    "category", "article_type", "brand", "season", "colour", "usage", "gender", "year"
+]
+
+
+class FacetValue(BaseModel):
+    value: str
+    count: int
+
+
+class Facet(BaseModel):
+    field: str = Field(examples=["brand"])
+    values: list[FacetValue] = Field(description="Most frequent first (ties by value).")
+
+
+class Facets(BaseModel):
+    facets: list[Facet]
+
+    @classmethod
+    def from_proto(cls, response: Any) -> Facets:
+        return cls(
+            facets=[
+                Facet(
+                    field=f.field,
+                    values=[FacetValue(value=v.value, count=v.count) for v in f.values],
+                )
+                for f in response.facets
+            ]
         )
 
 

@@ -105,6 +105,17 @@ def resolve_image(uri: str, root: Path | None) -> Path | None:
     return path if inside(path, root) and path.is_file() else None
 
 
+def media_type(data: bytes) -> str:
+    """A photo's media type from its first bytes (what HTTP clients need to show it)."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return "application/octet-stream"
+
+
 @dataclass
 class Page:
     items: list[tuple[dict[str, Any], float]]
@@ -484,6 +495,15 @@ class Recommender:
 
     def get(self, item_id: str) -> dict[str, Any]:
         return self._item(self._vectors_of([item_id], "item")[0].payload)
+
+    def item_image(self, item_id: str) -> tuple[bytes, str, str]:
+        """The item's photo file under IMAGE_ROOT: (bytes, media type, etag)."""
+        item = self.get(item_id)
+        path = resolve_image(str(item.get("image_uri") or ""), self.settings.image_root)
+        if path is None or path.stat().st_size > DEFAULT_MAX_IMAGE_BYTES:
+            raise NotFound(f"item {item_id!r} has no photo to serve", reason="IMAGE_NOT_FOUND")
+        data = path.read_bytes()
+        return data, media_type(data), hashlib.sha256(data).hexdigest()[:32]
 
     def list_items(self, filters: Filters, page_size: int, token: str) -> Page:
         limit, cursor = self.paging.parse_cursor(page_size, token)

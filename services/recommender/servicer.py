@@ -141,6 +141,12 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServiceServicer):
     async def GetItem(self, request, context):  # type: ignore[no-untyped-def] # noqa: N802
         return recommender_pb2.GetItemResponse(item=to_item(self.core.get(request.item_id)))
 
+    async def GetItemImage(self, request, context):  # type: ignore[no-untyped-def] # noqa: N802
+        image, content_type, etag = self.core.item_image(request.item_id)
+        return recommender_pb2.GetItemImageResponse(
+            image=image, content_type=content_type, etag=etag
+        )
+
     async def ListItems(self, request, context):  # type: ignore[no-untyped-def] # noqa: N802
         page = self.core.list_items(
             to_filters(request.filter), request.page_size, request.page_token

@@ -26,15 +26,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from styleloop.v1 import common_pb2 as styleloop_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1estyleloop/v1/recommender.proto\x12\x0cstyleloop.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19styleloop/v1/common.proto\"\xc4\x01\n\nUpsertItem\x12 \n\x04item\x18\x01 \x01(\x0b\x32\x12.styleloop.v1.Item\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\x30\n\x0fimage_embedding\x18\x03 \x01(\x0b\x32\x17.styleloop.v1.Embedding\x12\x32\n\x11\x63\x61ption_embedding\x18\x04 \x01(\x0b\x32\x17.styleloop.v1.Embedding\x12\x1f\n\x17\x65mbedding_model_version\x18\x05 \x01(\t\"=\n\x12UpsertItemsRequest\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.styleloop.v1.UpsertItem\"y\n\x10UpsertItemResult\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12,\n\x07outcome\x18\x02 \x01(\x0e\x32\x1b.styleloop.v1.UpsertOutcome\x12&\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x17.styleloop.v1.ItemError\"F\n\x13UpsertItemsResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.styleloop.v1.UpsertItemResult\"&\n\x12\x44\x65leteItemsRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\t\"I\n\x13\x44\x65leteItemsResponse\x12\x18\n\x10\x64\x65leted_item_ids\x18\x01 \x03(\t\x12\x18\n\x10missing_item_ids\x18\x02 \x03(\t\"!\n\x0eGetItemRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\"3\n\x0fGetItemResponse\x12 \n\x04item\x18\x01 \x01(\x0b\x32\x12.styleloop.v1.Item\"c\n\x10ListItemsRequest\x12(\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x18.styleloop.v1.ItemFilter\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"O\n\x11ListItemsResponse\x12!\n\x05items\x18\x01 \x03(\x0b\x32\x12.styleloop.v1.Item\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x87\x01\n\x14SearchByImageRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12(\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x18.styleloop.v1.ItemFilter\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x0f\n\x07user_id\x18\x05 \x01(\t\"[\n\x15SearchByImageResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.styleloop.v1.ScoredItem\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x86\x01\n\x13SearchByTextRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12(\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x18.styleloop.v1.ItemFilter\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x0f\n\x07user_id\x18\x05 \x01(\t\"Z\n\x14SearchByTextResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.styleloop.v1.ScoredItem\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8b\x01\n\x16GetSimilarItemsRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12(\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x18.styleloop.v1.ItemFilter\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x0f\n\x07user_id\x18\x05 \x01(\t\"]\n\x17GetSimilarItemsResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.styleloop.v1.ScoredItem\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa4\x01\n\x15\x43ompleteOutfitRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\t\x12\x17\n\x0fwanted_category\x18\x02 \x01(\t\x12(\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x18.styleloop.v1.ItemFilter\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\x12\x0f\n\x07user_id\x18\x06 \x01(\t\"\\\n\x16\x43ompleteOutfitResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.styleloop.v1.ScoredItem\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb3\x01\n\x19GetRecommendationsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x19\n\x11positive_item_ids\x18\x02 \x03(\t\x12\x19\n\x11negative_item_ids\x18\x03 \x03(\t\x12(\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x18.styleloop.v1.ItemFilter\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"`\n\x1aGetRecommendationsResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.styleloop.v1.ScoredItem\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xab\x01\n\x18RecordInteractionRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12+\n\x04kind\x18\x03 \x01(\x0e\x32\x1d.styleloop.v1.InteractionKind\x12.\n\nevent_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x65vent_id\x18\x05 \x01(\t\",\n\x19RecordInteractionResponse\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\"&\n\x13GetUserStateRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"K\n\x08UserItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12.\n\nevent_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb5\x01\n\x14GetUserStateResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12+\n\x0bliked_items\x18\x02 \x03(\x0b\x32\x16.styleloop.v1.UserItem\x12.\n\x0erejected_items\x18\x03 \x03(\x0b\x32\x16.styleloop.v1.UserItem\x12/\n\x0fpurchased_items\x18\x04 \x03(\x0b\x32\x16.styleloop.v1.UserItem\"`\n\x10GetFacetsRequest\x12\x0e\n\x06\x66ields\x18\x01 \x03(\t\x12(\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x18.styleloop.v1.ItemFilter\x12\x12\n\nmax_values\x18\x03 \x01(\x05\"*\n\nFacetValue\x12\r\n\x05value\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"@\n\x05\x46\x61\x63\x65t\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12(\n\x06values\x18\x02 \x03(\x0b\x32\x18.styleloop.v1.FacetValue\"M\n\x11GetFacetsResponse\x12#\n\x06\x66\x61\x63\x65ts\x18\x01 \x03(\x0b\x32\x13.styleloop.v1.Facet\x12\x13\n\x0btotal_items\x18\x02 \x01(\x03*\xa0\x01\n\rUpsertOutcome\x12\x1e\n\x1aUPSERT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16UPSERT_OUTCOME_CREATED\x10\x01\x12\x1a\n\x16UPSERT_OUTCOME_UPDATED\x10\x02\x12\x1c\n\x18UPSERT_OUTCOME_UNCHANGED\x10\x03\x12\x19\n\x15UPSERT_OUTCOME_FAILED\x10\x04\x32\xb4\x08\n\x12RecommenderService\x12R\n\x0bUpsertItems\x12 .styleloop.v1.UpsertItemsRequest\x1a!.styleloop.v1.UpsertItemsResponse\x12R\n\x0b\x44\x65leteItems\x12 .styleloop.v1.DeleteItemsRequest\x1a!.styleloop.v1.DeleteItemsResponse\x12\x46\n\x07GetItem\x12\x1c.styleloop.v1.GetItemRequest\x1a\x1d.styleloop.v1.GetItemResponse\x12L\n\tListItems\x12\x1e.styleloop.v1.ListItemsRequest\x1a\x1f.styleloop.v1.ListItemsResponse\x12X\n\rSearchByImage\x12\".styleloop.v1.SearchByImageRequest\x1a#.styleloop.v1.SearchByImageResponse\x12U\n\x0cSearchByText\x12!.styleloop.v1.SearchByTextRequest\x1a\".styleloop.v1.SearchByTextResponse\x12^\n\x0fGetSimilarItems\x12$.styleloop.v1.GetSimilarItemsRequest\x1a%.styleloop.v1.GetSimilarItemsResponse\x12[\n\x0e\x43ompleteOutfit\x12#.styleloop.v1.CompleteOutfitRequest\x1a$.styleloop.v1.CompleteOutfitResponse\x12g\n\x12GetRecommendations\x12\'.styleloop.v1.GetRecommendationsRequest\x1a(.styleloop.v1.GetRecommendationsResponse\x12\x64\n\x11RecordInteraction\x12&.styleloop.v1.RecordInteractionRequest\x1a\'.styleloop.v1.RecordInteractionResponse\x12U\n\x0cGetUserState\x12!.styleloop.v1.GetUserStateRequest\x1a\".styleloop.v1.GetUserStateResponse\x12L\n\tGetFacets\x12\x1e.styleloop.v1.GetFacetsRequest\x1a\x1f.styleloop.v1.GetFacetsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1estyleloop/v1/recommender.proto\x12\x0cstyleloop.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19styleloop/v1/common.proto\"\xc4\x01\n\nUpsertItem\x12 \n\x04item\x18\x01 \x01(\x0b\x32\x12.styleloop.v1.Item\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\x30\n\x0fimage_embedding\x18\x03 \x01(\x0b\x32\x17.styleloop.v1.Embedding\x12\x32\n\x11\x63\x61ption_embedding\x18\x04 \x01(\x0b\x32\x17.styleloop.v1.Embedding\x12\x1f\n\x17\x65mbedding_model_version\x18\x05 \x01(\t\"=\n\x12UpsertItemsRequest\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.styleloop.v1.UpsertItem\"y\n\x10UpsertItemResult\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12,\n\x07outcome\x18\x02 \x01(\x0e\x32\x1b.styleloop.v1.UpsertOutcome\x12&\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x17.styleloop.v1.ItemError\"F\n\x13UpsertItemsResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.styleloop.v1.UpsertItemResult\"&\n\x12\x44\x65leteItemsRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\t\"I\n\x13\x44\x65leteItemsResponse\x12\x18\n\x10\x64\x65leted_item_ids\x18\x01 \x03(\t\x12\x18\n\x10missing_item_ids\x18\x02 \x03(\t\"!\n\x0eGetItemRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\"3\n\x0fGetItemResponse\x12 \n\x04item\x18\x01 \x01(\x0b\x32\x12.styleloop.v1.Item\"&\n\x13GetItemImageRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\"I\n\x14GetItemImageResponse\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"c\n\x10ListItemsRequest\x12(\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x18.styleloop.v1.ItemFilter\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"O\n\x11ListItemsResponse\x12!\n\x05items\x18\x01 \x03(\x0b\x32\x12.styleloop.v1.Item\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x87\x01\n\x14SearchByImageRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12(\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x18.styleloop.v1.ItemFilter\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x0f\n\x07user_id\x18\x05 \x01(\t\"[\n\x15SearchByImageResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.styleloop.v1.ScoredItem\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x86\x01\n\x13SearchByTextRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12(\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x18.styleloop.v1.ItemFilter\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x0f\n\x07user_id\x18\x05 \x01(\t\"Z\n\x14SearchByTextResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.styleloop.v1.ScoredItem\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8b\x01\n\x16GetSimilarItemsRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12(\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x18.styleloop.v1.ItemFilter\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x0f\n\x07user_id\x18\x05 \x01(\t\"]\n\x17GetSimilarItemsResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.styleloop.v1.ScoredItem\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa4\x01\n\x15\x43ompleteOutfitRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\t\x12\x17\n\x0fwanted_category\x18\x02 \x01(\t\x12(\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x18.styleloop.v1.ItemFilter\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\x12\x0f\n\x07user_id\x18\x06 \x01(\t\"\\\n\x16\x43ompleteOutfitResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.styleloop.v1.ScoredItem\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb3\x01\n\x19GetRecommendationsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x19\n\x11positive_item_ids\x18\x02 \x03(\t\x12\x19\n\x11negative_item_ids\x18\x03 \x03(\t\x12(\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x18.styleloop.v1.ItemFilter\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"`\n\x1aGetRecommendationsResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.styleloop.v1.ScoredItem\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xab\x01\n\x18RecordInteractionRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12+\n\x04kind\x18\x03 \x01(\x0e\x32\x1d.styleloop.v1.InteractionKind\x12.\n\nevent_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x65vent_id\x18\x05 \x01(\t\",\n\x19RecordInteractionResponse\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\"&\n\x13GetUserStateRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"K\n\x08UserItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12.\n\nevent_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb5\x01\n\x14GetUserStateResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12+\n\x0bliked_items\x18\x02 \x03(\x0b\x32\x16.styleloop.v1.UserItem\x12.\n\x0erejected_items\x18\x03 \x03(\x0b\x32\x16.styleloop.v1.UserItem\x12/\n\x0fpurchased_items\x18\x04 \x03(\x0b\x32\x16.styleloop.v1.UserItem\"`\n\x10GetFacetsRequest\x12\x0e\n\x06\x66ields\x18\x01 \x03(\t\x12(\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x18.styleloop.v1.ItemFilter\x12\x12\n\nmax_values\x18\x03 \x01(\x05\"*\n\nFacetValue\x12\r\n\x05value\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"@\n\x05\x46\x61\x63\x65t\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12(\n\x06values\x18\x02 \x03(\x0b\x32\x18.styleloop.v1.FacetValue\"M\n\x11GetFacetsResponse\x12#\n\x06\x66\x61\x63\x65ts\x18\x01 \x03(\x0b\x32\x13.styleloop.v1.Facet\x12\x13\n\x0btotal_items\x18\x02 \x01(\x03*\xa0\x01\n\rUpsertOutcome\x12\x1e\n\x1aUPSERT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16UPSERT_OUTCOME_CREATED\x10\x01\x12\x1a\n\x16UPSERT_OUTCOME_UPDATED\x10\x02\x12\x1c\n\x18UPSERT_OUTCOME_UNCHANGED\x10\x03\x12\x19\n\x15UPSERT_OUTCOME_FAILED\x10\x04\x32\x8b\t\n\x12RecommenderService\x12R\n\x0bUpsertItems\x12 .styleloop.v1.UpsertItemsRequest\x1a!.styleloop.v1.UpsertItemsResponse\x12R\n\x0b\x44\x65leteItems\x12 .styleloop.v1.DeleteItemsRequest\x1a!.styleloop.v1.DeleteItemsResponse\x12\x46\n\x07GetItem\x12\x1c.styleloop.v1.GetItemRequest\x1a\x1d.styleloop.v1.GetItemResponse\x12U\n\x0cGetItemImage\x12!.styleloop.v1.GetItemImageRequest\x1a\".styleloop.v1.GetItemImageResponse\x12L\n\tListItems\x12\x1e.styleloop.v1.ListItemsRequest\x1a\x1f.styleloop.v1.ListItemsResponse\x12X\n\rSearchByImage\x12\".styleloop.v1.SearchByImageRequest\x1a#.styleloop.v1.SearchByImageResponse\x12U\n\x0cSearchByText\x12!.styleloop.v1.SearchByTextRequest\x1a\".styleloop.v1.SearchByTextResponse\x12^\n\x0fGetSimilarItems\x12$.styleloop.v1.GetSimilarItemsRequest\x1a%.styleloop.v1.GetSimilarItemsResponse\x12[\n\x0e\x43ompleteOutfit\x12#.styleloop.v1.CompleteOutfitRequest\x1a$.styleloop.v1.CompleteOutfitResponse\x12g\n\x12GetRecommendations\x12\'.styleloop.v1.GetRecommendationsRequest\x1a(.styleloop.v1.GetRecommendationsResponse\x12\x64\n\x11RecordInteraction\x12&.styleloop.v1.RecordInteractionRequest\x1a\'.styleloop.v1.RecordInteractionResponse\x12U\n\x0cGetUserState\x12!.styleloop.v1.GetUserStateRequest\x1a\".styleloop.v1.GetUserStateResponse\x12L\n\tGetFacets\x12\x1e.styleloop.v1.GetFacetsRequest\x1a\x1f.styleloop.v1.GetFacetsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'styleloop.v1.recommender_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_UPSERTOUTCOME']._serialized_start=2997
-  _globals['_UPSERTOUTCOME']._serialized_end=3157
+  _globals['_UPSERTOUTCOME']._serialized_start=3112
+  _globals['_UPSERTOUTCOME']._serialized_end=3272
   _globals['_UPSERTITEM']._serialized_start=109
   _globals['_UPSERTITEM']._serialized_end=305
   _globals['_UPSERTITEMSREQUEST']._serialized_start=307
@@ -51,48 +51,52 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETITEMREQUEST']._serialized_end=713
   _globals['_GETITEMRESPONSE']._serialized_start=715
   _globals['_GETITEMRESPONSE']._serialized_end=766
-  _globals['_LISTITEMSREQUEST']._serialized_start=768
-  _globals['_LISTITEMSREQUEST']._serialized_end=867
-  _globals['_LISTITEMSRESPONSE']._serialized_start=869
-  _globals['_LISTITEMSRESPONSE']._serialized_end=948
-  _globals['_SEARCHBYIMAGEREQUEST']._serialized_start=951
-  _globals['_SEARCHBYIMAGEREQUEST']._serialized_end=1086
-  _globals['_SEARCHBYIMAGERESPONSE']._serialized_start=1088
-  _globals['_SEARCHBYIMAGERESPONSE']._serialized_end=1179
-  _globals['_SEARCHBYTEXTREQUEST']._serialized_start=1182
-  _globals['_SEARCHBYTEXTREQUEST']._serialized_end=1316
-  _globals['_SEARCHBYTEXTRESPONSE']._serialized_start=1318
-  _globals['_SEARCHBYTEXTRESPONSE']._serialized_end=1408
-  _globals['_GETSIMILARITEMSREQUEST']._serialized_start=1411
-  _globals['_GETSIMILARITEMSREQUEST']._serialized_end=1550
-  _globals['_GETSIMILARITEMSRESPONSE']._serialized_start=1552
-  _globals['_GETSIMILARITEMSRESPONSE']._serialized_end=1645
-  _globals['_COMPLETEOUTFITREQUEST']._serialized_start=1648
-  _globals['_COMPLETEOUTFITREQUEST']._serialized_end=1812
-  _globals['_COMPLETEOUTFITRESPONSE']._serialized_start=1814
-  _globals['_COMPLETEOUTFITRESPONSE']._serialized_end=1906
-  _globals['_GETRECOMMENDATIONSREQUEST']._serialized_start=1909
-  _globals['_GETRECOMMENDATIONSREQUEST']._serialized_end=2088
-  _globals['_GETRECOMMENDATIONSRESPONSE']._serialized_start=2090
-  _globals['_GETRECOMMENDATIONSRESPONSE']._serialized_end=2186
-  _globals['_RECORDINTERACTIONREQUEST']._serialized_start=2189
-  _globals['_RECORDINTERACTIONREQUEST']._serialized_end=2360
-  _globals['_RECORDINTERACTIONRESPONSE']._serialized_start=2362
-  _globals['_RECORDINTERACTIONRESPONSE']._serialized_end=2406
-  _globals['_GETUSERSTATEREQUEST']._serialized_start=2408
-  _globals['_GETUSERSTATEREQUEST']._serialized_end=2446
-  _globals['_USERITEM']._serialized_start=2448
-  _globals['_USERITEM']._serialized_end=2523
-  _globals['_GETUSERSTATERESPONSE']._serialized_start=2526
-  _globals['_GETUSERSTATERESPONSE']._serialized_end=2707
-  _globals['_GETFACETSREQUEST']._serialized_start=2709
-  _globals['_GETFACETSREQUEST']._serialized_end=2805
-  _globals['_FACETVALUE']._serialized_start=2807
-  _globals['_FACETVALUE']._serialized_end=2849
-  _globals['_FACET']._serialized_start=2851
-  _globals['_FACET']._serialized_end=2915
-  _globals['_GETFACETSRESPONSE']._serialized_start=2917
-  _globals['_GETFACETSRESPONSE']._serialized_end=2994
-  _globals['_RECOMMENDERSERVICE']._serialized_start=3160
-  _globals['_RECOMMENDERSERVICE']._serialized_end=4236
+  _globals['_GETITEMIMAGEREQUEST']._serialized_start=768
+  _globals['_GETITEMIMAGEREQUEST']._serialized_end=806
+  _globals['_GETITEMIMAGERESPONSE']._serialized_start=808
+  _globals['_GETITEMIMAGERESPONSE']._serialized_end=881
+  _globals['_LISTITEMSREQUEST']._serialized_start=883
+  _globals['_LISTITEMSREQUEST']._serialized_end=982
+  _globals['_LISTITEMSRESPONSE']._serialized_start=984
+  _globals['_LISTITEMSRESPONSE']._serialized_end=1063
+  _globals['_SEARCHBYIMAGEREQUEST']._serialized_start=1066
+  _globals['_SEARCHBYIMAGEREQUEST']._serialized_end=1201
+  _globals['_SEARCHBYIMAGERESPONSE']._serialized_start=1203
+  _globals['_SEARCHBYIMAGERESPONSE']._serialized_end=1294
+  _globals['_SEARCHBYTEXTREQUEST']._serialized_start=1297
+  _globals['_SEARCHBYTEXTREQUEST']._serialized_end=1431
+  _globals['_SEARCHBYTEXTRESPONSE']._serialized_start=1433
+  _globals['_SEARCHBYTEXTRESPONSE']._serialized_end=1523
+  _globals['_GETSIMILARITEMSREQUEST']._serialized_start=1526
+  _globals['_GETSIMILARITEMSREQUEST']._serialized_end=1665
+  _globals['_GETSIMILARITEMSRESPONSE']._serialized_start=1667
+  _globals['_GETSIMILARITEMSRESPONSE']._serialized_end=1760
+  _globals['_COMPLETEOUTFITREQUEST']._serialized_start=1763
+  _globals['_COMPLETEOUTFITREQUEST']._serialized_end=1927
+  _globals['_COMPLETEOUTFITRESPONSE']._serialized_start=1929
+  _globals['_COMPLETEOUTFITRESPONSE']._serialized_end=2021
+  _globals['_GETRECOMMENDATIONSREQUEST']._serialized_start=2024
+  _globals['_GETRECOMMENDATIONSREQUEST']._serialized_end=2203
+  _globals['_GETRECOMMENDATIONSRESPONSE']._serialized_start=2205
+  _globals['_GETRECOMMENDATIONSRESPONSE']._serialized_end=2301
+  _globals['_RECORDINTERACTIONREQUEST']._serialized_start=2304
+  _globals['_RECORDINTERACTIONREQUEST']._serialized_end=2475
+  _globals['_RECORDINTERACTIONRESPONSE']._serialized_start=2477
+  _globals['_RECORDINTERACTIONRESPONSE']._serialized_end=2521
+  _globals['_GETUSERSTATEREQUEST']._serialized_start=2523
+  _globals['_GETUSERSTATEREQUEST']._serialized_end=2561
+  _globals['_USERITEM']._serialized_start=2563
+  _globals['_USERITEM']._serialized_end=2638
+  _globals['_GETUSERSTATERESPONSE']._serialized_start=2641
+  _globals['_GETUSERSTATERESPONSE']._serialized_end=2822
+  _globals['_GETFACETSREQUEST']._serialized_start=2824
+  _globals['_GETFACETSREQUEST']._serialized_end=2920
+  _globals['_FACETVALUE']._serialized_start=2922
+  _globals['_FACETVALUE']._serialized_end=2964
+  _globals['_FACET']._serialized_start=2966
+  _globals['_FACET']._serialized_end=3030
+  _globals['_GETFACETSRESPONSE']._serialized_start=3032
+  _globals['_GETFACETSRESPONSE']._serialized_end=3109
+  _globals['_RECOMMENDERSERVICE']._serialized_start=3275
+  _globals['_RECOMMENDERSERVICE']._serialized_end=4438
 # @@protoc_insertion_point(module_scope)

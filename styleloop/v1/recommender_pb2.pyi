@@ -86,6 +86,22 @@ class GetItemResponse(_message.Message):
     item: _common_pb2.Item
     def __init__(self, item: _Optional[_Union[_common_pb2.Item, _Mapping]] = ...) -> None: ...
 
+class GetItemImageRequest(_message.Message):
+    __slots__ = ("item_id",)
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    def __init__(self, item_id: _Optional[str] = ...) -> None: ...
+
+class GetItemImageResponse(_message.Message):
+    __slots__ = ("image", "content_type", "etag")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    content_type: str
+    etag: str
+    def __init__(self, image: _Optional[bytes] = ..., content_type: _Optional[str] = ..., etag: _Optional[str] = ...) -> None: ...
+
 class ListItemsRequest(_message.Message):
     __slots__ = ("filter", "page_size", "page_token")
     FILTER_FIELD_NUMBER: _ClassVar[int]

@@ -50,6 +50,11 @@ class RecommenderServiceStub:
                 request_serializer=styleloop_dot_v1_dot_recommender__pb2.GetItemRequest.SerializeToString,
                 response_deserializer=styleloop_dot_v1_dot_recommender__pb2.GetItemResponse.FromString,
                 _registered_method=True)
+        self.GetItemImage = channel.unary_unary(
+                '/styleloop.v1.RecommenderService/GetItemImage',
+                request_serializer=styleloop_dot_v1_dot_recommender__pb2.GetItemImageRequest.SerializeToString,
+                response_deserializer=styleloop_dot_v1_dot_recommender__pb2.GetItemImageResponse.FromString,
+                _registered_method=True)
         self.ListItems = channel.unary_unary(
                 '/styleloop.v1.RecommenderService/ListItems',
                 request_serializer=styleloop_dot_v1_dot_recommender__pb2.ListItemsRequest.SerializeToString,
@@ -117,6 +122,16 @@ class RecommenderServiceServicer:
 
     def GetItem(self, request, context):
         """Returns one item by id, or NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetItemImage(self, request, context):
+        """Returns an item's product photo: the file its image_uri names under the recommender's
+        IMAGE_ROOT. NOT_FOUND (reason ITEM_NOT_FOUND or IMAGE_NOT_FOUND) when there is no such
+        item, or no photo the recommender may read (a URL, a path outside IMAGE_ROOT, a file
+        over 10 MiB).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -203,6 +218,11 @@ def add_RecommenderServiceServicer_to_server(servicer, server):
                     servicer.GetItem,
                     request_deserializer=styleloop_dot_v1_dot_recommender__pb2.GetItemRequest.FromString,
                     response_serializer=styleloop_dot_v1_dot_recommender__pb2.GetItemResponse.SerializeToString,
+            ),
+            'GetItemImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetItemImage,
+                    request_deserializer=styleloop_dot_v1_dot_recommender__pb2.GetItemImageRequest.FromString,
+                    response_serializer=styleloop_dot_v1_dot_recommender__pb2.GetItemImageResponse.SerializeToString,
             ),
             'ListItems': grpc.unary_unary_rpc_method_handler(
                     servicer.ListItems,
@@ -332,6 +352,33 @@ class RecommenderService:
             '/styleloop.v1.RecommenderService/GetItem',
             styleloop_dot_v1_dot_recommender__pb2.GetItemRequest.SerializeToString,
             styleloop_dot_v1_dot_recommender__pb2.GetItemResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetItemImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/styleloop.v1.RecommenderService/GetItemImage',
+            styleloop_dot_v1_dot_recommender__pb2.GetItemImageRequest.SerializeToString,
+            styleloop_dot_v1_dot_recommender__pb2.GetItemImageResponse.FromString,
             options,
             channel_credentials,
             insecure,

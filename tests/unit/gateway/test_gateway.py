@@ -38,11 +38,14 @@ class Gateway:
     rows: list
     settings: GatewaySettings
     app: FastAPI
+    servicer_image_root: Path
 
 
 @pytest.fixture
 async def gateway(tiny_models: Path, tmp_path: Path) -> AsyncIterator[Gateway]:
     enc_server, encoder = await start_encoder(encoder_settings(tiny_models))
+    images = tmp_path / "images"
+    images.mkdir()
     rec_server, servicer = await start_recommender(
         RecommenderSettings(
             encoder_addr=f"127.0.0.1:{enc_server.port}",
@@ -50,9 +53,14 @@ async def gateway(tiny_models: Path, tmp_path: Path) -> AsyncIterator[Gateway]:
             grpc_port=0,
             metrics_port=-1,
             data_dir=tmp_path / "edge",
+            image_root=images,
         )
     )
+    # Every photo but the last is a file under the recommender's IMAGE_ROOT.
     rows = catalog(24)
+    for item, image in rows[:-1]:
+        (images / f"{item['item_id']}.img").write_bytes(image)
+        item["image_uri"] = f"{item['item_id']}.img"
     async with grpc.aio.insecure_channel(f"127.0.0.1:{rec_server.port}") as channel:
         stub = recommender_pb2_grpc.RecommenderServiceStub(channel)
         await stub.UpsertItems(upsert_request(rows), timeout=60)
@@ -78,7 +86,7 @@ async def gateway(tiny_models: Path, tmp_path: Path) -> AsyncIterator[Gateway]:
             async with httpx.AsyncClient(
                 transport=transport, base_url="http://gateway", headers={"X-API-Key": KEY}
             ) as client:
-                yield Gateway(client, broker, rows, settings, app)
+                yield Gateway(client, broker, rows, settings, app, images)
     finally:
         broker.stop()
         await rec_server.stop(grace=0)
@@ -105,6 +113,56 @@ async def test_search_by_uploaded_photo_finds_that_item_first(gateway: Gateway):
     results = response.json()["results"]
     assert results[0]["item"]["item_id"] == item["item_id"]
     assert results[0]["item"]["title"] == item["title"]
+
+
+async def test_an_items_photo_is_served_with_a_validator_and_a_size_limit(gateway: Gateway):
+    item, image = gateway.rows[2]
+    response = await gateway.client.get(f"/v1/items/{item['item_id']}/image")
+    assert response.status_code == 200, response.text
+    assert response.content == image
+    assert response.headers["content-type"] in ("image/jpeg", "image/png")
+    assert response.headers["content-type"] == (
+        "image/jpeg" if image.startswith(b"\xff\xd8") else "image/png"
+    )
+    etag = response.headers["etag"]
+    assert etag.startswith('"') and "max-age" in response.headers["cache-control"]
+    again = await gateway.client.get(
+        f"/v1/items/{item['item_id']}/image", headers={"If-None-Match": etag}
+    )
+    assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
+    # The last item's photo is no file under IMAGE_ROOT; an unknown item is no item.
+    last = gateway.rows[-1][0]["item_id"]
+    assert_error(await gateway.client.get(f"/v1/items/{last}/image"), 404, "IMAGE_NOT_FOUND")
+    assert_error(await gateway.client.get("/v1/items/nope/image"), 404, "ITEM_NOT_FOUND")
+    # A file over the 10 MiB limit is not read, let alone sent.
+    big = gateway.rows[4][0]
+    path = Path(gateway.servicer_image_root) / big["image_uri"]
+    path.write_bytes(b"\xff\xd8\xff" + b"0" * (10 * 1024 * 1024 + 1))
+    assert_error(
+        await gateway.client.get(f"/v1/items/{big['item_id']}/image"), 404, "IMAGE_NOT_FOUND"
+    )
+
+
+async def test_facets_count_each_value_under_the_filter(gateway: Gateway):
+    from collections import Counter
+
+    response = await gateway.client.get("/v1/facets", params={"fields": ["category", "colour"]})
+    assert response.status_code == 200, response.text
+    facets = {f["field"]: f["values"] for f in response.json()["facets"]}
+    assert set(facets) == {"category", "colour"}
+    expected = Counter(row["category"] for row, _ in gateway.rows)
+    assert {v["value"]: v["count"] for v in facets["category"]} == dict(expected)
+    counts = [v["count"] for v in facets["category"]]
+    assert counts == sorted(counts, reverse=True)
+    category = expected.most_common(1)[0][0]
+    narrowed = await gateway.client.get(
+        "/v1/facets", params={"fields": "colour", "category": category}
+    )
+    colours = Counter(
+        row["colour"] for row, _ in gateway.rows if row["category"] == category and row.get("colour")
+    )
+    values = narrowed.json()["facets"][0]["values"]
+    assert {v["value"]: v["count"] for v in values} == dict(colours)
 
 
 async def test_text_search_filters_and_outfit_completion(gateway: Gateway):
