@@ -10,7 +10,7 @@ PROTO_OUT := styleloop/v1
 # The sample catalog, when present beside the checkout; tests fall back to drawn images.
 export STYLELOOP_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: help install protos check-stubs lint format test test-fast check k8s models llm-candidates up bench bench-encoder bench-recommender
+.PHONY: help install browser protos check-stubs lint format test test-fast check k8s models llm-candidates up bench bench-encoder bench-recommender
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -18,7 +18,16 @@ help: ## List the targets.
 TRITON_VENV ?= .venv-triton
 K8S_VENV ?= .venv-k8s
 
-install: $(VENV)/.installed $(TRITON_VENV)/.installed $(K8S_VENV)/.installed ## Create .venv (StyleLoop, every extra, CPU torch), .venv-triton and .venv-k8s.
+install: $(VENV)/.installed $(TRITON_VENV)/.installed $(K8S_VENV)/.installed browser ## Create .venv (StyleLoop, every extra, CPU torch), .venv-triton and .venv-k8s; chromium for the browser tests.
+
+# Debian's chromium and chromedriver drive the web page's browser tests (nothing can be
+# downloaded from a browser vendor here). apt as root, else through sudo.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
+	  else echo "make install: chromium and chromium-driver are missing and apt needs root: install them (apt) for the browser tests" >&2; exit 1; fi; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium chromium-driver; \
+	fi
 
 # torch is installed first and pinned, so that no dependency pulls a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml

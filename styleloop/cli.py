@@ -206,7 +206,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             "messages": [{"role": "user", "content": _chat_example(catalog.rows)}],
         }
         _out(
-            f"\nGateway: {url}  (OpenAPI: {url}/docs)\n"
+            f"\nWeb page: {url}/  (search, photo search, item pages, chat, like/reject)\n"
+            f"Gateway: {url}  (OpenAPI: {url}/docs)\n"
             f"  curl -s -X POST {url}/v1/search/text -H 'Content-Type: application/json' "
             """-d '{"query": "red summer dress", "page_size": 3}'\n"""
             f"  curl -s -X POST '{url}/v1/search/image?page_size=3' -F image=@{photo}\n"

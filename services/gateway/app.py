@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import grpc
@@ -28,8 +29,9 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader
+from fastapi.staticfiles import StaticFiles
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -153,6 +155,9 @@ KINDS = {
     "reject": common_pb2.INTERACTION_KIND_REJECT,
     "purchase": common_pb2.INTERACTION_KIND_PURCHASE,
 }
+
+
+STATIC = Path(__file__).parent / "static"
 
 
 class ApiError(Exception):
@@ -782,6 +787,22 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 )
 
     app.include_router(v1)
+
+    # The web page: static files from this package, calling only the /v1 API above.
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def web_page() -> FileResponse:
+        """StyleLoop's web page (services/gateway/static)."""
+        return FileResponse(
+            STATIC / "index.html",
+            headers={
+                "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
+                "style-src 'self'; script-src 'self'; connect-src 'self'; "
+                "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+                "Cache-Control": "no-cache",
+            },
+        )
 
     def openapi() -> dict[str, Any]:
         """FastAPI's document, plus what it cannot say itself: the photo upload is a

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -143,6 +144,29 @@ async def test_an_items_photo_is_served_with_a_validator_and_a_size_limit(gatewa
     )
 
 
+async def test_the_web_page_and_its_assets_are_served_without_a_key(gateway: Gateway):
+    anonymous = {"X-API-Key": ""}
+    page = await gateway.client.get("/", headers=anonymous)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    for asset in ("/static/app.js", "/static/style.css"):
+        assert asset in page.text
+        response = await gateway.client.get(asset, headers=anonymous)
+        assert response.status_code == 200 and response.content
+    # The page itself calls only /v1, which still needs the key.
+    assert (await gateway.client.get("/v1/facets", headers=anonymous)).status_code == 401
+    app_js = (await gateway.client.get("/static/app.js")).text
+    assert set(re.findall(r'"(/v1/[a-z/]+)', app_js)) <= {
+        "/v1/items/",
+        "/v1/feedback",
+        "/v1/facets",
+        "/v1/search/text",
+        "/v1/search/image",
+        "/v1/outfits/complete",
+        "/v1/chat",
+    }
+
+
 async def test_facets_count_each_value_under_the_filter(gateway: Gateway):
     from collections import Counter
 
@@ -159,7 +183,9 @@ async def test_facets_count_each_value_under_the_filter(gateway: Gateway):
         "/v1/facets", params={"fields": "colour", "category": category}
     )
     colours = Counter(
-        row["colour"] for row, _ in gateway.rows if row["category"] == category and row.get("colour")
+        row["colour"]
+        for row, _ in gateway.rows
+        if row["category"] == category and row.get("colour")
     )
     values = narrowed.json()["facets"][0]["values"]
     assert {v["value"]: v["count"] for v in values} == dict(colours)
