@@ -13,12 +13,17 @@ item the shopper had rejected was shown to them again. Between rounds it waits f
 trainer to finish a DPO round (its ``trainer_rounds_total``, from ``--trainer-metrics``).
 
 To measure what the model learnt (issue 14's goal: the rejection rate on fresh questions
-falls by ≥ 30% relative to round 0 after 3 rounds), run the stack with the immediate path
-off, so that retrieval does not simply hide rejected items, and with rounds that start
-after one simulated round::
+falls by ≥ 30% relative to round 0 after 3 rounds), run the stack with retrieval that does
+not use the shopper's state (``PERSONALISE=false``: the recommender still records every
+rejection and like, and the llm shows the newest ones to the model after the cards, but
+search no longer hides rejected items), and with rounds that start after one simulated
+round::
 
-    IMMEDIATE=false APPLY_FEEDBACK_NOW=false ROUND_MIN_PAIRS=16 make up
-    .venv/bin/styleloop simulate --catalog ../shared/data --rounds 3
+    PERSONALISE=false ROUND_MIN_PAIRS=16 make up
+    .venv/bin/styleloop simulate --catalog ../shared/data --shoppers 14 --rounds 4
+
+``--no-dpo-wait`` on a stack whose rounds never start (``ROUND_MIN_PAIRS=100000``) is the
+control: the same shoppers with their history in the prompt and no training.
 
 With the immediate path on (the default stack), "shown again" must stay 0.
 Everything is bounded: shoppers, questions, rounds and the wait for each DPO round.
