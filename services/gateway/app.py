@@ -52,6 +52,7 @@ from services.gateway.schemas import (
     Item,
     ItemFilter,
     OutfitCompletion,
+    OutfitPage,
     Page,
     RecommendationRequest,
     ScoredItem,
@@ -615,17 +616,20 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         )
 
     @v1.post("/outfits/complete", tags=["outfits"], responses={404: NOT_FOUND})
-    async def complete_outfit(request: Request, body: OutfitCompletion) -> Page:
-        """Candidates of ``category`` that go with the whole partial outfit, best first."""
-        return await page(
-            backends(request).recommender.CompleteOutfit,
-            recommender_pb2.CompleteOutfitRequest(
-                item_ids=body.item_ids,
-                wanted_category=body.category,
-                filter=body.filter.to_proto(),
-                page_size=body.page_size,
-                page_token=body.page_token,
-            ),
+    async def complete_outfit(request: Request, body: OutfitCompletion) -> OutfitPage:
+        """Candidates of ``category`` that go with the whole partial outfit, best first,
+        ranked by the trained compatibility scorer where one serves (``method`` says)."""
+        return OutfitPage.from_proto(
+            await call(
+                backends(request).recommender.CompleteOutfit,
+                recommender_pb2.CompleteOutfitRequest(
+                    item_ids=body.item_ids,
+                    wanted_category=body.category,
+                    filter=body.filter.to_proto(),
+                    page_size=body.page_size,
+                    page_token=body.page_token,
+                ),
+            )
         )
 
     @v1.post("/recommendations", tags=["recommendations"], responses={404: NOT_FOUND})

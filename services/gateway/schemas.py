@@ -199,6 +199,25 @@ class Page(BaseModel):
         )
 
 
+class OutfitPage(Page):
+    method: str = Field(
+        description='How the candidates were ranked: "trained:<scorer id>" (the trained '
+        'outfit compatibility scorer) or "vector_sum" (summed image-vector similarity, the '
+        "fallback)."
+    )
+    fallback_reason: str = Field(
+        default="", description="Why the trained scorer did not rank them; empty when it did."
+    )
+
+    @classmethod
+    def from_proto(cls, response: object) -> OutfitPage:
+        return cls(
+            **Page.from_proto(response).model_dump(),
+            method=getattr(response, "method", ""),
+            fallback_reason=getattr(response, "fallback_reason", ""),
+        )
+
+
 class TextSearch(Strict):
     query: str = Field(
         min_length=1, max_length=500, pattern=NOT_BLANK, examples=["red floral summer dress"]

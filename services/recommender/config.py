@@ -59,4 +59,10 @@ class RecommenderSettings(ServiceSettings):
     image_root: Path | None = Field(
         default=None, description="Folder that relative image_uri values are resolved against."
     )
+    outfit_scorer_dir: Path | None = Field(
+        default=None,
+        description="Folder of the trained outfit compatibility scorer (`styleloop train "
+        "outfits`, MODELS_DIR/outfits); CompleteOutfit ranks with it when it was trained for "
+        "the encoder's model version, else by summed image-vector similarity.",
+    )
     fusion_depth: int = Field(default=100, ge=1, description="Candidates per vector before RRF.")

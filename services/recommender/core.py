@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from prometheus_client import Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from services.recommender.clients.encoder import EncoderClient, EncoderModel
 from services.recommender.config import RecommenderSettings
+from services.recommender.outfits import load_scorer, slot_of
 from services.recommender.store import (
     ClientStore,
     EdgeStore,
@@ -52,6 +53,12 @@ STORE_LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
 COLLECTION_SIZE = Gauge("recommender_collection_items", "Items in the active collection.")
+OUTFITS = Counter(
+    "recommender_outfit_completions_total",
+    "CompleteOutfit calls by how they were ranked (trained scorer or vector_sum fallback).",
+    ["method"],
+)
+VECTOR_SUM = "vector_sum"
 
 ITEM_FIELDS = (
     "item_id",
@@ -123,6 +130,10 @@ class Page:
     # Per item, the query's cosine similarity to it (see ``ScoredItem.similarity``);
     # empty where a page has no single query vector.
     similarity: list[float] = field(default_factory=list)
+    # How the page was ranked, where there is a choice (CompleteOutfit), and why the
+    # preferred way was not used.
+    method: str = ""
+    fallback_reason: str = ""
 
 
 def collection_name(prefix: str, model: EncoderModel) -> str:
@@ -267,6 +278,19 @@ class Recommender:
         self.paging = Paging(settings.default_page_size, settings.max_page_size)
         self._closed = False
         COLLECTION_SIZE.set(items.count())
+        self.outfit_scorer, self.outfit_scorer_missing = load_scorer(
+            settings.outfit_scorer_dir, model.model_version
+        )
+        if self.outfit_scorer is not None:
+            log.info(
+                "outfits ranked by the trained scorer",
+                extra={"scorer": self.outfit_scorer.scorer_id},
+            )
+        else:
+            log.warning(
+                "outfits ranked by summed image-vector similarity (fallback)",
+                extra={"reason": self.outfit_scorer_missing},
+            )
 
     async def close(self) -> None:
         """Flush and release the stores and the encoder channel; safe to call again."""
@@ -649,8 +673,11 @@ class Recommender:
         token: str,
         user_id: str = "",
     ) -> Page:
-        """Candidates of ``wanted`` ranked by the sum of their similarity to every piece of
-        the outfit (Qdrant's sum-scores recommend), not by closeness to any one piece."""
+        """Candidates of ``wanted`` that go with the whole outfit, best first: ranked by the
+        trained compatibility scorer when one serves this model (every item of the category
+        scored by one nearest-vector query for its query vector, see
+        :mod:`services.recommender.outfits`), else by the sum of their image-vector
+        similarity to every piece (Qdrant's sum-scores recommend); the page says which."""
         limit, offset = self.paging.parse(size, token)
         if not item_ids:
             raise InvalidArgument("an outfit needs at least one item", reason="NO_ITEMS")
@@ -661,24 +688,64 @@ class Recommender:
         filters.keywords = {**filters.keywords, "category": [wanted]}
         filters.excluded_ids = [*filters.excluded_ids, *item_ids]
         personal = self._personal(user_id, filters)
-        outfit_vectors = [s.vectors["image"] for s in outfit]
-        rows = self._ranked(
-            personal,
-            lambda n, o: self._timed(
-                "query",
-                self.items.recommend,
-                "image",
-                outfit_vectors,
-                [],
-                filters,
-                n,
-                o,
-                "sum_scores",
-            ),
-            limit,
-            offset,
-        )
-        return self._page("CompleteOutfit", rows, limit, offset)
+        query, why_not = self._outfit_query(outfit, wanted)
+        if query is not None:
+            assert self.outfit_scorer is not None
+            method = self.outfit_scorer.method
+            vector = query.tolist()
+            rows = self._ranked(
+                personal,
+                lambda n, o: self._timed(
+                    "query", self.items.nearest, "caption", vector, filters, n, o
+                ),
+                limit,
+                offset,
+            )
+        else:
+            method = VECTOR_SUM
+            outfit_vectors = [s.vectors["image"] for s in outfit]
+            rows = self._ranked(
+                personal,
+                lambda n, o: self._timed(
+                    "query",
+                    self.items.recommend,
+                    "image",
+                    outfit_vectors,
+                    [],
+                    filters,
+                    n,
+                    o,
+                    "sum_scores",
+                ),
+                limit,
+                offset,
+            )
+        OUTFITS.labels("trained" if query is not None else VECTOR_SUM).inc()
+        page = self._page("CompleteOutfit", rows, limit, offset)
+        page.method, page.fallback_reason = method, why_not
+        return page
+
+    def _outfit_query(self, outfit: list[Stored], wanted: str) -> tuple[np.ndarray | None, str]:
+        """The trained scorer's query vector for ``wanted`` given the outfit, or None and why
+        the scorer cannot rank this request."""
+        scorer = self.outfit_scorer
+        if scorer is None:
+            return None, self.outfit_scorer_missing
+        target = slot_of(wanted)
+        if target is None:
+            return None, f"the category {wanted!r} is no outfit slot"
+        pieces = []
+        for stored in outfit:
+            slot = slot_of(str(stored.payload.get("category") or ""))
+            vector = stored.vectors.get("caption") or []
+            if slot is not None and len(vector) == scorer.dimension:
+                pieces.append((slot, np.asarray(vector, np.float32)))
+        if not pieces:
+            return (
+                None,
+                "no item of the outfit is in an outfit slot (upper, bottom, shoe, bag, accessory)",
+            )
+        return scorer.query(pieces, target), ""
 
     def facets(
         self, fields: Sequence[str], filters: Filters, max_values: int

@@ -201,7 +201,10 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServiceServicer):
             request.user_id,
         )
         return recommender_pb2.CompleteOutfitResponse(
-            results=scored(page), next_page_token=page.next_token
+            results=scored(page),
+            next_page_token=page.next_token,
+            method=page.method,
+            fallback_reason=page.fallback_reason,
         )
 
     async def GetRecommendations(self, request, context):  # type: ignore[no-untyped-def] # noqa: N802

@@ -203,12 +203,16 @@ class CompleteOutfitRequest(_message.Message):
     def __init__(self, item_ids: _Optional[_Iterable[str]] = ..., wanted_category: _Optional[str] = ..., filter: _Optional[_Union[_common_pb2.ItemFilter, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class CompleteOutfitResponse(_message.Message):
-    __slots__ = ("results", "next_page_token")
+    __slots__ = ("results", "next_page_token", "method", "fallback_reason")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_REASON_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[_common_pb2.ScoredItem]
     next_page_token: str
-    def __init__(self, results: _Optional[_Iterable[_Union[_common_pb2.ScoredItem, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    method: str
+    fallback_reason: str
+    def __init__(self, results: _Optional[_Iterable[_Union[_common_pb2.ScoredItem, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., method: _Optional[str] = ..., fallback_reason: _Optional[str] = ...) -> None: ...
 
 class GetRecommendationsRequest(_message.Message):
     __slots__ = ("user_id", "positive_item_ids", "negative_item_ids", "filter", "page_size", "page_token")

@@ -208,6 +208,9 @@ async def test_text_search_filters_and_outfit_completion(gateway: Gateway):
     )
     assert response.status_code == 200, response.text
     assert all(r["item"]["category"] == others[0]["category"] for r in response.json()["results"])
+    # No outfit scorer is configured here: the page says it fell back, and why.
+    assert response.json()["method"] == "vector_sum"
+    assert "OUTFIT_SCORER_DIR" in response.json()["fallback_reason"]
 
     item_id = gateway.rows[1][0]["item_id"]
     item = await gateway.client.get(f"/v1/items/{item_id}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -36,20 +37,29 @@ async def start_recommender(
     return server, servicer
 
 
+def recommender_settings(
+    encoder_port: int, tmp_path: Path, **overrides: Any
+) -> RecommenderSettings:
+    """A recommender on 127.0.0.1:0 with its stores under ``tmp_path``, calling the encoder
+    on ``encoder_port``."""
+    values: dict[str, Any] = {
+        "encoder_addr": f"127.0.0.1:{encoder_port}",
+        "grpc_host": "127.0.0.1",
+        "grpc_port": 0,
+        "metrics_port": -1,
+        "store_backend": "edge",
+        "data_dir": tmp_path / "edge",
+        "qdrant_url": str(tmp_path / "qdrant-local"),
+        "encoder_timeout_s": 5,
+        "encoder_wait_s": 5,
+    }
+    return RecommenderSettings(**{**values, **overrides})
+
+
 @pytest.fixture(params=["edge", "qdrant"])
 async def stack(request, tiny_models: Path, tmp_path: Path) -> AsyncIterator[Stack]:
     enc_server, encoder = await start_encoder(encoder_settings(tiny_models))
-    settings = RecommenderSettings(
-        encoder_addr=f"127.0.0.1:{enc_server.port}",
-        grpc_host="127.0.0.1",
-        grpc_port=0,
-        metrics_port=-1,
-        store_backend=request.param,
-        data_dir=tmp_path / "edge",
-        qdrant_url=str(tmp_path / "qdrant-local"),
-        encoder_timeout_s=5,
-        encoder_wait_s=5,
-    )
+    settings = recommender_settings(enc_server.port, tmp_path, store_backend=request.param)
     server, servicer = await start_recommender(settings)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
