@@ -150,6 +150,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             )
             run_training(catalog_path, models_dir, progress=progress)
             manifest = prepare(args.preset, models_dir, progress=progress)
+        if manifest.encoder is not None:
+            _outfit_scorer(args.outfits, models_dir, manifest.encoder.model_version, progress)
     except (PrepareError, HubUnavailable, CatalogError) as exc:
         sys.stderr.write(f"styleloop up: {exc}\n")
         return 2
@@ -235,6 +237,38 @@ def cmd_up(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP: stopped in order
         _out(f"stopped ({exc})" if str(exc) else "stopped")
     return 0
+
+
+def _outfit_scorer(
+    outfits: Path | None, models_dir: Path, model_version: str, progress: bool
+) -> None:
+    """Trains the outfit compatibility scorer when an outfits file is configured and the one
+    in MODELS_DIR/outfits is not for this file and encoder; without one the recommender
+    completes outfits by summed vector similarity and says so."""
+    from styleloop.outfits import OutfitsError, configured_outfits, run_training, scorer_is_current
+
+    path = configured_outfits(outfits)
+    if path is None:
+        _out(
+            "No outfits file configured (STYLELOOP_OUTFITS / STYLELOOP_DATA_DIR): outfits are "
+            "completed by summed vector similarity"
+        )
+        return
+    if scorer_is_current(path, models_dir / "outfits", model_version):
+        meta = json.loads((models_dir / "outfits" / "scorer.json").read_text(encoding="utf-8"))
+        _out(f"Outfit scorer {meta['scorer_id']}: current for {path} and this encoder")
+        return
+    _out(f"Training the outfit compatibility scorer on {path} (once; ~2 min on 2 cores)…")
+    try:
+        meta = run_training(path, models_dir, progress=progress)
+    except OutfitsError as exc:
+        _out(f"styleloop up: no outfit scorer ({exc}); outfits use summed vector similarity")
+        return
+    test = meta["test"]
+    _out(
+        f"Outfit scorer {meta['scorer_id']}: test FITB {test['trained']['fitb_accuracy']:.3f} "
+        f"(zero-shot {test['zero_shot_text']['fitb_accuracy']:.3f})"
+    )
 
 
 def _calibrate(
@@ -557,6 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
         calibrate,
         eval_chat,
         k8s,
+        outfits,
         simulate,
         train_dpo,
         train_stylist,
@@ -773,6 +808,7 @@ def build_parser() -> argparse.ArgumentParser:
     align.add_argument("--no-progress", action="store_true")
     align.set_defaults(func=cmd_train_align)
     train_stylist.register(train_commands)
+    outfits.register_train(train_commands)
     train_dpo.register(train_commands)
     train_dpo.register_pairs(commands)
     adapters_cli.register(commands)
@@ -791,6 +827,7 @@ def build_parser() -> argparse.ArgumentParser:
     retrieval.add_argument("--no-progress", action="store_true")
     retrieval.set_defaults(func=cmd_eval_retrieval)
     eval_chat.register(eval_commands)
+    outfits.register_eval(eval_commands)
     calibrate.register(commands)
     k8s.register(commands)
 
@@ -809,6 +846,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--preset", choices=PRESETS, default="offline")
     up.add_argument("--models-dir", type=Path, help="default: .models/PRESET")
     up.add_argument("--catalog", type=Path, help="catalog file or folder")
+    up.add_argument(
+        "--outfits",
+        type=Path,
+        help="Polyvore outfits file the outfit scorer is trained on (default $STYLELOOP_OUTFITS, "
+        "else the sample's polyvore-t/valid_outfits.json)",
+    )
     up.add_argument(
         "--state-dir",
         type=Path,

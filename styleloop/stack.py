@@ -164,6 +164,9 @@ def plan(
     recommender_env = {
         "ENCODER_ADDR": encoder.address,
         "DATA_DIR": str(state_dir / "recommender"),
+        # `up` trains the outfit scorer here; the recommender falls back (and says why) when
+        # there is none for the encoder's model version.
+        "OUTFIT_SCORER_DIR": str(models_dir / "outfits"),
     }
     if image_root is not None:
         recommender_env["IMAGE_ROOT"] = str(image_root)

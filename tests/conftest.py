@@ -190,3 +190,27 @@ def trained_models(
     )
     prepare("tiny", models, progress=False)  # fuse, as `styleloop train align` does
     return models
+
+
+THEMES = {  # cross-slot words that go together; no word is shared between slots
+    "upper": ["red", "blue", "green", "black", "white", "pink"],
+    "bottom": ["cotton", "silk", "wool", "denim", "linen", "leather"],
+    "shoe": ["summer", "winter", "spring", "autumn", "party", "office"],
+}
+NOUNS = {"upper": "top", "bottom": "skirt", "shoe": "boots"}
+
+
+def planted_outfits(path: Path, count: int = 360) -> Path:
+    """Outfits whose items share a theme: each slot names it with its own word, so an
+    item's compatible partners are exactly those with the theme's words of the other slots
+    (which cosine similarity of a random text tower knows nothing of)."""
+    rng = random.Random(7)
+    outfits = {}
+    for n in range(count):
+        theme = rng.randrange(len(THEMES["upper"]))
+        outfits[f"o{n}"] = {
+            slot: {"name": f"{words[theme]} {NOUNS[slot]} {rng.randrange(10_000)}"}
+            for slot, words in THEMES.items()
+        }
+    path.write_text(json.dumps(outfits))
+    return path

@@ -26,7 +26,7 @@ from styleloop.broker import TansuBroker
 from styleloop.catalog import read_catalog
 from styleloop.processes import spawn, stop
 from styleloop.runtime.metrics import scrape
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, planted_outfits, run_cli
 
 
 def free_block() -> int:
@@ -162,7 +162,13 @@ def start_up(
         proc = spawn(
             command,
             cwd=ROOT,
-            env={**os.environ, **(env or {})},
+            # Every `up` here trains its outfit scorer on the same small planted file (once
+            # per session: the scorer is kept in tiny_models while it is current).
+            env={
+                **os.environ,
+                "STYLELOOP_OUTFITS": str(planted_outfits(tmp_path / "outfits.json")),
+                **(env or {}),
+            },
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -234,6 +240,8 @@ def test_up_runs_the_whole_stack_end_to_end(tiny_models: Path, drawn_catalog: Pa
         tmp_path,
         "--query",
         "red t-shirt",
+        "--outfits",
+        str(planted_outfits(tmp_path / "outfits.json")),
         env={"APPLY_FEEDBACK_NOW": "false"},
     )
     gateway_port, kafka_port = base + 3, base + 4
@@ -288,6 +296,9 @@ def test_up_runs_the_whole_stack_end_to_end(tiny_models: Path, drawn_catalog: Pa
         assert outfit["results"] and all(
             r["item"]["category"] == "Shoes" for r in outfit["results"]
         )
+        # `up` trained the outfit scorer for these models, and the recommender serves it.
+        assert "Outfit scorer outfits-" in text
+        assert outfit["method"].startswith("trained:outfits-"), outfit
         accepted = call(
             f"{url}/v1/feedback",
             {"events": [{"user_id": "u1", "item_id": target.item["item_id"], "kind": "reject"}]},
@@ -348,7 +359,8 @@ def test_up_runs_the_whole_stack_end_to_end(tiny_models: Path, drawn_catalog: Pa
         assert "rate" in sim.stdout and "shown again" in sim.stdout
         rounds = json.loads(simulated.read_text())["rounds"]
         assert [r["questions"] for r in rounds] == [6, 6] and rounds[0]["recommended"] > 0
-        assert rounds[0]["rejected"] > 0, "someone's taste was violated: a real check below"
+        # Someone's taste was violated, so the check below is a real one.
+        assert rounds[0]["rejected"] > 0, sim.stdout
         wait_for(lambda: consumed(metrics_url).get("applied", 0) >= 2 + rounds[0]["rejected"], 60)
         assert all(r["shown_again"] == 0 for r in rounds), rounds
 
