@@ -156,16 +156,25 @@ def test_4_a_rejected_card_is_gone_from_the_next_results(page: Page) -> None:
     alert.accept()
     page.wait(lambda d: "rejected" in first.get_attribute("class"))
     page.shoot("4-rejected")
+
     # The gateway applies the rejection just after accepting it: the next search (asked
     # again until then, at most 30 s) leaves the item out.
+    def finished(d: Any) -> bool:
+        """The search came back: cards, "Nothing matches." or an error on the page."""
+        status = page.css("#results-status")[0].text.strip()
+        error = page.css("#error")[0].text.strip()
+        return bool(page.ids("#results .card") or error or status not in ("", "Loading…"))
+
     deadline = time.monotonic() + 30
     while True:
         page.css("#text-form button[type=submit]")[0].click()
-        page.wait(lambda d: page.ids("#results .card"))
+        page.wait(finished)
         if rejected not in page.ids("#results .card") or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert rejected not in page.ids("#results .card")
+    shown = (page.css("#results-status")[0].text, page.css("#error")[0].text)
+    assert not page.css("#error")[0].text.strip(), shown  # the search itself worked
+    assert rejected not in page.ids("#results .card"), shown
 
 
 def test_5_a_broken_backend_shows_the_error_state(page: Page, stack: Any) -> None:
