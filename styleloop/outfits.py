@@ -669,21 +669,40 @@ def _outfits_or_exit(value: Path | None, command: str) -> Path | None:
     return path
 
 
+def _file_arguments(parser: argparse.ArgumentParser, scorer_flag: str) -> None:
+    """The outfits file, prepared models and scorer folder both commands take."""
+    parser.add_argument("--outfits", type=Path, help="outfits file (default: the sample's)")
+    parser.add_argument("--models-dir", type=Path, help="prepared models (default .models/offline)")
+    parser.add_argument(scorer_flag, type=Path, help="scorer folder (default MODELS_DIR/outfits)")
+
+
 def register_train(commands: Any) -> None:
     """``styleloop train outfits``: added to the train group by :mod:`styleloop.cli`."""
     parser = add_command(
         commands, "outfits", __doc__, help="train the outfit compatibility scorer (Polyvore)"
     )
-    parser.add_argument("--outfits", type=Path, help="outfits file (default: the sample's)")
-    parser.add_argument("--models-dir", type=Path, help="prepared models (default .models/offline)")
-    parser.add_argument("--out", type=Path, help="scorer folder (default MODELS_DIR/outfits)")
+    _file_arguments(parser, "--out")
     defaults = TrainConfig()
-    parser.add_argument("--rank", type=int, default=defaults.rank)
+    parser.add_argument(
+        "--rank", type=int, default=defaults.rank, help=f"context size r ({defaults.rank})"
+    )
     parser.add_argument("--hidden", type=int, default=defaults.hidden, help="0: no outfit layer")
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="at most")
-    parser.add_argument("--patience", type=int, default=defaults.patience)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--keep", type=float, default=defaults.keep)
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=defaults.patience,
+        help=f"epochs without a better tune FITB before stopping ({defaults.patience})",
+    )
+    parser.add_argument(
+        "--lr", type=float, default=defaults.lr, help=f"AdamW learning rate ({defaults.lr})"
+    )
+    parser.add_argument(
+        "--keep",
+        type=float,
+        default=defaults.keep,
+        help=f"chance each context item is kept while training ({defaults.keep})",
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--no-progress", action="store_true")
 
@@ -729,9 +748,7 @@ def register_eval(commands: Any) -> None:
     parser = add_command(
         commands, "outfits", __doc__, help="FITB accuracy and compatibility AUC, with baselines"
     )
-    parser.add_argument("--outfits", type=Path, help="outfits file (default: the sample's)")
-    parser.add_argument("--models-dir", type=Path, help="prepared models (default .models/offline)")
-    parser.add_argument("--scorer", type=Path, help="scorer folder (default MODELS_DIR/outfits)")
+    _file_arguments(parser, "--scorer")
     parser.add_argument(
         "--part",
         choices=("auto", "all", *PARTS),

@@ -595,12 +595,7 @@ class Recommender:
             raise InvalidArgument("the image is empty", reason="IMAGE_EMPTY")
         vector = await self._embed_one("image", image)
         personal = self._personal(user_id, check_filters(filters))
-        rows = self._ranked(
-            personal,
-            lambda n, o: self._timed("query", self.items.nearest, "image", vector, filters, n, o),
-            limit,
-            offset,
-        )
+        rows = self._nearest(personal, "image", vector, filters, limit, offset)
         return self._page("SearchByImage", rows, limit, offset, (vector, ("image",)))
 
     async def search_by_text(
@@ -636,14 +631,7 @@ class Recommender:
 
             rows = self._ranked(personal, fused, limit, offset)
         else:
-            rows = self._ranked(
-                personal,
-                lambda n, o: self._timed(
-                    "query", self.items.nearest, "caption", vector, filters, n, o
-                ),
-                limit,
-                offset,
-            )
+            rows = self._nearest(personal, "caption", vector, filters, limit, offset)
         compared = ("image", "caption") if self.model.shared_space else ("caption",)
         return self._page("SearchByText", rows, limit, offset, (vector, compared))
 
@@ -656,12 +644,7 @@ class Recommender:
         filters.excluded_ids = [*filters.excluded_ids, item_id]
         personal = self._personal(user_id, filters)
         vector = source.vectors["image"]
-        rows = self._ranked(
-            personal,
-            lambda n, o: self._timed("query", self.items.nearest, "image", vector, filters, n, o),
-            limit,
-            offset,
-        )
+        rows = self._nearest(personal, "image", vector, filters, limit, offset)
         return self._page("GetSimilarItems", rows, limit, offset, (vector, ("image",)))
 
     def complete_outfit(
@@ -693,14 +676,7 @@ class Recommender:
             assert self.outfit_scorer is not None
             method = self.outfit_scorer.method
             vector = query.tolist()
-            rows = self._ranked(
-                personal,
-                lambda n, o: self._timed(
-                    "query", self.items.nearest, "caption", vector, filters, n, o
-                ),
-                limit,
-                offset,
-            )
+            rows = self._nearest(personal, "caption", vector, filters, limit, offset)
         else:
             method = VECTOR_SUM
             outfit_vectors = [s.vectors["image"] for s in outfit]
@@ -724,6 +700,23 @@ class Recommender:
         page = self._page("CompleteOutfit", rows, limit, offset)
         page.method, page.fallback_reason = method, why_not
         return page
+
+    def _nearest(
+        self,
+        personal: Personal,
+        using: str,
+        vector: list[float],
+        filters: Filters,
+        limit: int,
+        offset: int,
+    ) -> list[Stored]:
+        """A page of the items nearest ``vector`` in the ``using`` vectors, personalised."""
+        return self._ranked(
+            personal,
+            lambda n, o: self._timed("query", self.items.nearest, using, vector, filters, n, o),
+            limit,
+            offset,
+        )
 
     def _outfit_query(self, outfit: list[Stored], wanted: str) -> tuple[np.ndarray | None, str]:
         """The trained scorer's query vector for ``wanted`` given the outfit, or None and why
