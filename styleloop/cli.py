@@ -245,7 +245,7 @@ def _outfit_scorer(
     """Trains the outfit compatibility scorer when an outfits file is configured and the one
     in MODELS_DIR/outfits is not for this file and encoder; without one the recommender
     completes outfits by summed vector similarity and says so."""
-    from styleloop.outfits import OutfitsError, configured_outfits, run_training, scorer_is_current
+    from styleloop.outfits import OutfitsError, configured_outfits, current_scorer, run_training
 
     path = configured_outfits(outfits)
     if path is None:
@@ -254,9 +254,9 @@ def _outfit_scorer(
             "completed by summed vector similarity"
         )
         return
-    if scorer_is_current(path, models_dir / "outfits", model_version):
-        meta = json.loads((models_dir / "outfits" / "scorer.json").read_text(encoding="utf-8"))
-        _out(f"Outfit scorer {meta['scorer_id']}: current for {path} and this encoder")
+    current = current_scorer(path, models_dir / "outfits", model_version)
+    if current is not None:
+        _out(f"Outfit scorer {current['scorer_id']}: current for {path} and this encoder")
         return
     _out(f"Training the outfit compatibility scorer on {path} (once; ~2 min on 2 cores)…")
     try:

@@ -46,7 +46,7 @@ from services.recommender.outfits import (
     SCORER_META,
     SLOTS,
     OutfitScorer,
-    read_scorer,
+    load_scorer,
     save_scorer,
 )
 from styleloop.commands import add_command
@@ -113,7 +113,12 @@ def read_outfits(path: Path) -> Outfits:
             outfits.append(Outfit(str(outfit_id), tuple(items)))
     if not outfits:
         raise OutfitsError(f"{path}: no outfit with two or more named items in {', '.join(SLOTS)}")
-    return Outfits(path, hashlib.sha256(raw).hexdigest()[:16], outfits, skipped)
+    return Outfits(path, _digest(raw), outfits, skipped)
+
+
+def _digest(raw: bytes) -> str:
+    """An outfits file's identity in a scorer's metadata (``outfits_digest``)."""
+    return hashlib.sha256(raw).hexdigest()[:16]
 
 
 def configured_outfits(value: Path | None) -> Path | None:
@@ -348,9 +353,8 @@ def evaluate(
     """FITB accuracy (ties count as wrong) and compatibility AUC of every method."""
     questions = fitb_questions(outfits, seed)
     fakes = fake_outfits(outfits, seed)
+    # Candidates and fake outfits are drawn from these outfits' items: one embed covers all.
     vectors.embed(n for o in outfits for _, n in o.items)
-    vectors.embed(n for f in fakes for _, n in f)
-    vectors.embed(c for q in questions for c in q.candidates)
 
     def vec(items: Iterable[tuple[str, str]]) -> list[tuple[str, np.ndarray]]:
         return [(s, vectors[n]) for s, n in items]
@@ -576,18 +580,20 @@ def run_training(
     return meta
 
 
-def scorer_is_current(outfits_path: Path, scorer_dir: Path, model_version: str) -> bool:
-    """Whether ``scorer_dir`` holds a scorer trained on exactly this outfits file for
-    ``model_version`` (``up`` trains one only when not)."""
+def current_scorer(
+    outfits_path: Path, scorer_dir: Path, model_version: str
+) -> dict[str, Any] | None:
+    """The metadata of the scorer in ``scorer_dir`` if it was trained on exactly this
+    outfits file for ``model_version``, else None (``up`` trains one only then)."""
     try:
-        meta = json.loads((scorer_dir / SCORER_META).read_text(encoding="utf-8"))
+        meta: dict[str, Any] = json.loads((scorer_dir / SCORER_META).read_text(encoding="utf-8"))
         raw = outfits_path.read_bytes()
     except (OSError, ValueError):
-        return False
-    return bool(
-        meta.get("model_version") == model_version
-        and meta.get("outfits_digest") == hashlib.sha256(raw).hexdigest()[:16]
+        return None
+    current = meta.get("model_version") == model_version and meta.get("outfits_digest") == _digest(
+        raw
     )
+    return meta if current else None
 
 
 def run_evaluation(
@@ -604,18 +610,7 @@ def run_evaluation(
     scorer_dir = scorer_dir or models_dir / "outfits"
     vectors = TextVectors(models_dir, scorer_dir / "cache", progress)
     methods: dict[str, FitbScorer] = {"random": random_scores(seed), "zero_shot_text": zero_shot}
-    scorer: OutfitScorer | None = None
-    why_not = ""
-    try:
-        scorer = read_scorer(scorer_dir)
-    except ValueError as exc:
-        why_not = str(exc)
-    if scorer is not None and scorer.model_version != vectors.model_version:
-        why_not = (
-            f"the scorer in {scorer_dir} was trained on encoder {scorer.model_version}, "
-            f"{models_dir} holds {vectors.model_version}"
-        )
-        scorer = None
+    scorer, why_not = load_scorer(scorer_dir, vectors.model_version)
     if scorer is not None:
         methods["trained"] = served(scorer)
     trained_on_this = scorer is not None and scorer.meta.get("outfits_digest") == data.digest

@@ -262,6 +262,6 @@ def load_scorer(folder: Path | None, model_version: str) -> tuple[OutfitScorer |
     if scorer.model_version != model_version:
         return None, (
             f"the outfit scorer in {folder} was trained on encoder {scorer.model_version}, "
-            f"the catalog is embedded by {model_version}"
+            f"not on {model_version} (the encoder in use)"
         )
     return scorer, ""

@@ -13,11 +13,11 @@ from services.recommender.outfits import read_scorer
 from styleloop.outfits import (
     SLOTS,
     OutfitsError,
+    current_scorer,
     fake_outfits,
     fitb_questions,
     part_of,
     read_outfits,
-    scorer_is_current,
 )
 from tests.conftest import THEMES, planted_outfits, run_cli
 
@@ -108,10 +108,11 @@ def test_training_learns_a_pattern_zero_shot_cosine_cannot_see(tiny_models, tmp_
     assert methods["trained"]["compatibility_auc"] > methods["zero_shot_text"]["compatibility_auc"]
     assert 0.1 < methods["random"]["fitb_accuracy"] < 0.4
     scorer = read_scorer(scorer_dir)
-    assert scorer_is_current(outfits, scorer_dir, scorer.model_version)
-    assert not scorer_is_current(outfits, scorer_dir, "another-encoder")
+    current = current_scorer(outfits, scorer_dir, scorer.model_version)
+    assert current is not None and current["scorer_id"] == scorer.scorer_id
+    assert current_scorer(outfits, scorer_dir, "another-encoder") is None
     outfits.write_text(outfits.read_text().replace("red top", "crimson top"))
-    assert not scorer_is_current(outfits, scorer_dir, scorer.model_version)
+    assert current_scorer(outfits, scorer_dir, scorer.model_version) is None
 
 
 @pytest.mark.parametrize("command", ["train", "eval"])
