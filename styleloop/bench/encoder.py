@@ -13,8 +13,8 @@ ratios, printed with its range.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import json
 import os
 import socket
 import subprocess
@@ -23,12 +23,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from styleloop.bench import report
+from styleloop.bench.load import closed_loop
+from styleloop.bench.report import report_argument
 from styleloop.catalog import load_products
+from styleloop.commands import add_command
 from styleloop.processes import spawn
 from styleloop.v1 import encoder_pb2, encoder_pb2_grpc
 
@@ -85,8 +90,6 @@ async def _drive(
     address: str, modality: str, images: Sequence[bytes], concurrency: int, requests: int
 ) -> tuple[float, list[float]]:
     """Send ``requests`` one-item requests from ``concurrency`` workers; elapsed, latencies."""
-    latencies: list[float] = []
-    next_index = 0
     async with grpc.aio.insecure_channel(address) as channel:
         stub = encoder_pb2_grpc.EncoderServiceStub(channel)
 
@@ -101,22 +104,13 @@ async def _drive(
             )
             return response.results[0]  # type: ignore[no-any-return]
 
-        async def worker() -> None:
-            nonlocal next_index
-            while next_index < requests:
-                index = next_index
-                next_index += 1
-                started = time.perf_counter()
-                result = await call(index)
-                latencies.append(time.perf_counter() - started)
-                if result.WhichOneof("result") != "embedding":
-                    raise RuntimeError(f"embedding failed: {result.error}")
+        async def checked(index: int) -> None:
+            result = await call(index)
+            if result.WhichOneof("result") != "embedding":
+                raise RuntimeError(f"embedding failed: {result.error}")
 
         await call(0)  # warm-up, not counted
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    return elapsed, latencies
+        return await closed_loop(checked, requests, concurrency)
 
 
 async def run_mode(
@@ -298,7 +292,7 @@ def main(
     models_dir: Path,
     catalog: Path | None,
     requests: int,
-    json_out: Path | None,
+    results_dir: Path | None,
     max_batch_size: int = 32,
     rounds: int = 3,
 ) -> int:
@@ -346,17 +340,92 @@ def main(
     for line in format_table(medians(results)):
         out.write(line + "\n")
     top = max(r.concurrency for r in results)
+    headline = []
     for modality in ("image", "text"):
-        out.write(
+        line = (
             f"{modality}: batching speed-up at concurrency {top}: "
             f"{_summary(speedups(results, modality, top))} served "
-            f"(ONNX Runtime alone, batch 32 vs 1: {_summary(raw[modality])})\n"
+            f"(ONNX Runtime alone, batch 32 vs 1: {_summary(raw[modality])})"
         )
-    if json_out is not None:
+        headline.append(line)
+        out.write(line + "\n")
+    if results_dir is not None:
         payload = {
+            "model_id": spec.model_id,
+            "preset": manifest.preset,
             "measurements": [asdict(r) for r in results],
             "speedups": {m: speedups(results, m, top) for m in ("image", "text")},
             "inference_only_ratio": raw,
         }
-        json_out.write_text(json.dumps(payload, indent=2) + "\n")
+        path = report.write(results_dir, "encoder", payload, headline, chart(medians(results)))
+        out.write(f"wrote {path}\n")
     return 0
+
+
+def chart(rows: Sequence[Measurement]) -> report.Chart:
+    """Items/s per modality and concurrency, batching off beside on."""
+    labels = sorted({(r.modality, r.concurrency) for r in rows})
+    series = {
+        mode: [
+            next(
+                (r.items_per_s for r in rows if (r.modality, r.concurrency, r.mode) == (*k, mode)),
+                None,
+            )
+            for k in labels
+        ]
+        for mode in ("unbatched", "batched")
+    }
+    return report.Chart(
+        "encoder served items/s (medians over rounds)",
+        "items/s",
+        [f"{m} c={c}" for m, c in labels],
+        series,
+    )
+
+
+def register(commands: Any) -> None:
+    """``styleloop bench encoder``."""
+    from styleloop.cli import DEFAULT_MODELS_DIR, positive
+
+    parser = add_command(
+        commands,
+        "encoder",
+        __doc__,
+        help="encoder images/s and latency at concurrency 1, 8, 32, batching on vs off",
+    )
+    parser.add_argument(
+        "--models-dir", type=Path, help="prepared models (default: .models/offline)"
+    )
+    parser.add_argument(
+        "--catalog",
+        type=Path,
+        help="sample data folder with catalog photos "
+        "(default: $STYLELOOP_DATA_DIR; drawn images when absent)",
+    )
+    parser.add_argument(
+        "--requests", type=positive, default=64, help="requests per concurrency level (default 64)"
+    )
+    parser.add_argument(
+        "--max-batch-size", type=positive, default=32, help="batch cap in batched mode (default 32)"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=positive,
+        default=3,
+        help="alternate the two modes this many times; medians are shown (default 3)",
+    )
+    report_argument(parser)
+
+    def run(args: argparse.Namespace) -> int:
+        from styleloop.catalog import configured_catalog
+
+        return main(
+            args.models_dir or DEFAULT_MODELS_DIR / "offline",
+            configured_catalog(args.catalog),
+            args.requests,
+            args.results,
+            args.max_batch_size,
+            args.rounds,
+        )
+
+    parser.set_defaults(func=run)

@@ -21,6 +21,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from styleloop.bench import report
+from styleloop.bench.report import report_argument
 from styleloop.commands import add_command
 
 QUESTIONS = (
@@ -114,7 +116,12 @@ def _count(histogram: Any) -> float:
 
 
 def main(
-    models_dir: Path, catalog: Path | None, dtypes: list[str], tokens: int, concurrency: int
+    models_dir: Path,
+    catalog: Path | None,
+    dtypes: list[str],
+    tokens: int,
+    concurrency: int,
+    results_dir: Path | None,
 ) -> int:
     from styleloop.models.manifest import load_manifest
 
@@ -154,6 +161,34 @@ def main(
                 f"{row['aggregate_tps_alone'] / base['aggregate_tps_alone']:12.2f}x "
                 f"{row['aggregate_tps_together'] / base['aggregate_tps_together']:12.2f}x\n"
             )
+    headline = [
+        f"{row['dtype']}: aggregate tokens/s with {concurrency} chats at once "
+        f"{row['aggregate_tps_together']:.1f} = "
+        f"{row['aggregate_tps_together'] / row['aggregate_tps_alone']:.2f}x the same chats one "
+        f"at a time; time to first token p50 {row['ttft_p50_s']:.2f} s"
+        for row in rows
+    ]
+    if results_dir is not None:
+        path = report.write(
+            results_dir,
+            "llm",
+            {"model_id": manifest.llm.model_id, "concurrency": concurrency, "rows": rows},
+            headline,
+            report.Chart(
+                f"{manifest.llm.model_id}: decode tokens/s",
+                "tokens/s",
+                ["one chat", "chats one at a time", f"{concurrency} chats at once"],
+                {
+                    row["dtype"]: [
+                        row["decode_tps_one_chat"],
+                        row["aggregate_tps_alone"],
+                        row["aggregate_tps_together"],
+                    ]
+                    for row in rows
+                },
+            ),
+        )
+        out.write(f"wrote {path}\n")
     return 0
 
 
@@ -170,6 +205,7 @@ def register(commands: Any) -> None:
     parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated")
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per chat (32)")
     parser.add_argument("--concurrency", type=int, default=4, help="chats at once (4)")
+    report_argument(parser)
 
     def run(args: argparse.Namespace) -> int:
         dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
@@ -182,6 +218,8 @@ def register(commands: Any) -> None:
                 f"styleloop bench llm: --tokens >= 2, --concurrency 1..{len(QUESTIONS)}\n"
             )
             return 2
-        return main(args.models_dir, args.catalog, dtypes, args.tokens, args.concurrency)
+        return main(
+            args.models_dir, args.catalog, dtypes, args.tokens, args.concurrency, args.results
+        )
 
     parser.set_defaults(func=run)

@@ -3,7 +3,7 @@ table shows per-level medians over rounds."""
 
 from __future__ import annotations
 
-from services.encoder.bench import Measurement, medians, speedups
+from styleloop.bench.encoder import Measurement, medians, speedups
 
 
 def row(mode: str, rate: float, round_number: int, concurrency: int = 32) -> Measurement:

@@ -20,14 +20,14 @@ trainer finds the events already applied. Goal (issue 14): p99 < 1 s on this mac
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import uuid
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
+from styleloop.bench import report as results
+from styleloop.bench.report import report_argument
 from styleloop.commands import add_command
 
 HISTOGRAM = "trainer_event_to_effect_seconds"
@@ -163,7 +163,7 @@ def register(commands: Any) -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="events a second at most (10)")
     parser.add_argument("--poll-ms", type=float, default=10.0, help="search polling interval")
     parser.add_argument("--timeout-s", type=float, default=30.0, help="per event, at most")
-    parser.add_argument("--json", type=Path)
+    report_argument(parser)
 
     def main(args: argparse.Namespace) -> int:
         import httpx
@@ -199,8 +199,31 @@ def register(commands: Any) -> None:
             f"events {report['events']}, not seen within the timeout {report['not_seen']}, "
             f"trainer observed {report.get('trainer_observed', '-')}\n"
         )
-        if args.json is not None:
-            args.json.write_text(json.dumps(report, indent=2))
+        if args.results is not None:
+            headline = [
+                f"rejection -> gone from the same shopper's search ({name[:-2]}): "
+                + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in report[name].items())
+                for name in ("visible_s", "trainer_s")
+                if name in report
+            ]
+            headline.append(
+                f"{report['events']} events, {report['not_seen']} not seen within "
+                f"{args.timeout_s:g} s"
+            )
+            seen = report.get("visible_s", {})
+            path = results.write(
+                args.results,
+                "feedback",
+                report,
+                headline,
+                results.Chart(
+                    "event -> effect latency",
+                    "ms",
+                    list(seen),
+                    {"visible in search": [v * 1000 for v in seen.values()]},
+                ),
+            )
+            sys.stdout.write(f"wrote {path}\n")
         return 0
 
     parser.set_defaults(func=main)
