@@ -13,6 +13,7 @@ import hmac
 import json
 import logging
 import math
+import os
 import re
 import time
 import uuid
@@ -732,8 +733,11 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         are kept in a durable spool and delivered later (``spooled: true``)."""
         now = datetime.now(UTC)
         records, ids, protos = [], [], []
-        for event in body.events:
-            event_id = uuid.uuid4().hex
+        # Random (version 4) UUIDs from one read of the OS's randomness for the batch, not
+        # one system call per event (a tenth of the gateway's time on a full batch).
+        random = os.urandom(16 * len(body.events))
+        for n, event in enumerate(body.events):
+            event_id = uuid.UUID(bytes=random[16 * n : 16 * n + 16], version=4).hex
             proto = events_pb2.FeedbackEvent(
                 event_id=event_id,
                 user_id=event.user_id,

@@ -8,6 +8,8 @@ one printing ratios or percentiles measured side by side in one run and writing
 - ``recommender``: Qdrant Edge vs NumPy brute force on synthetic vectors (in-process);
 - ``llm``: the in-process LLM backend by dtype, chats one at a time vs together;
 - ``gateway``: the HTTP gateway beside direct gRPC calls to the same service (running stack);
+- ``ingest``: feedback events/s through the gateway into Kafka beside a direct producer,
+  every event id read back (running stack);
 - ``feedback``: event -> effect latency through a running stack (``make up``).
 """
 
@@ -17,9 +19,10 @@ import argparse
 import sys
 from typing import Any
 
-#: What ``styleloop bench all`` runs, in order; ``gateway`` and ``feedback`` (which need a
-#: running stack) only with ``--gateway``.
+#: What ``styleloop bench all`` runs, in order; those that need a running stack only with
+#: ``--gateway``.
 SELF_CONTAINED = ("encoder", "recommender", "llm")
+AGAINST_A_STACK = ("gateway", "ingest", "feedback")
 
 
 def run_all(args: argparse.Namespace) -> int:
@@ -27,13 +30,13 @@ def run_all(args: argparse.Namespace) -> int:
     status is the worst of theirs, and one that fails does not stop the rest."""
     from styleloop.cli import main
 
-    names = list(SELF_CONTAINED) + (["gateway", "feedback"] if args.gateway else [])
+    names = list(SELF_CONTAINED) + (list(AGAINST_A_STACK) if args.gateway else [])
     codes = {}
     for name in names:
         sys.stdout.write(f"\n=== styleloop bench {name}\n")
         sys.stdout.flush()
         argv = ["bench", name, "--results", str(args.results)]
-        if name in ("gateway", "feedback"):
+        if name in AGAINST_A_STACK:
             argv += ["--gateway", args.gateway]
         codes[name] = main(argv)
     failed = [name for name, code in codes.items() if code != 0]
@@ -46,20 +49,20 @@ def run_all(args: argparse.Namespace) -> int:
 
 def register(commands: Any) -> None:
     """Every ``styleloop bench`` target, added to the bench group by :mod:`styleloop.cli`."""
-    from styleloop.bench import encoder, feedback, gateway, llm, recommender
+    from styleloop.bench import encoder, feedback, gateway, ingest, llm, recommender
     from styleloop.bench.report import report_argument
 
-    for module in (encoder, recommender, llm, gateway, feedback):
+    for module in (encoder, recommender, llm, gateway, ingest, feedback):
         module.register(commands)
     everything = commands.add_parser(
         "all",
-        help=f"{', '.join(SELF_CONTAINED)} (gateway, feedback with --gateway), one results folder",
+        help=f"{', '.join(SELF_CONTAINED)} (and {', '.join(AGAINST_A_STACK)} with --gateway)",
         description="Runs every benchmark with its defaults into one results folder and "
         "rebuilds its SUMMARY.md (make bench).",
     )
     report_argument(everything)
     everything.add_argument(
         "--gateway",
-        help="a running stack's gateway URL (make up) to add the gateway and feedback ones",
+        help="a running stack's gateway URL (make up): adds " + ", ".join(AGAINST_A_STACK),
     )
     everything.set_defaults(func=run_all)

@@ -211,7 +211,7 @@ def main(args: argparse.Namespace) -> int:
             },
             headline,
             report.Chart(
-                "p50 latency: through the gateway vs the recommender over gRPC",
+                "p50 latency: gateway vs recommender over gRPC",
                 "ms",
                 [f"{op} c={c}" for op, c in labels],
                 {
@@ -236,7 +236,7 @@ def main(args: argparse.Namespace) -> int:
 
 def register(commands: Any) -> None:
     """``styleloop bench gateway``."""
-    from styleloop.cli import positive
+    from styleloop.cli import counts, positive
 
     parser = add_command(
         commands,
@@ -250,7 +250,7 @@ def register(commands: Any) -> None:
     )
     parser.add_argument(
         "--concurrency",
-        type=lambda text: [positive(p) for p in text.split(",")],
+        type=counts,
         default=[1, 8, 32],
         help="levels, comma-separated (default 1,8,32)",
     )

@@ -12,6 +12,7 @@ consumers de-duplicate by ``event_id``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import socket
@@ -54,6 +55,7 @@ class DurableProducer:
         interval_s: float,
         chunk_size: int = 1000,
         name: str = "feedback",
+        group_max: int = 5000,
     ) -> None:
         self.bootstrap, self.topic, self.timeout_s, self.interval_s = (
             bootstrap,
@@ -64,8 +66,14 @@ class DurableProducer:
         self.chunk_size = chunk_size
         self.spool = Spool(spool_dir, name)
         self._producer: Any = None
-        # Serialises the decision "spool or produce" of concurrent publishes.
+        # Serialises the decision "spool or produce" of the flusher and the replayer.
         self._lock = asyncio.Lock()
+        # Publishes waiting for the flusher (group commit), in arrival order.
+        self._queue: collections.deque[tuple[list[Record], asyncio.Future[bool]]] = (
+            collections.deque()
+        )
+        self._flusher: asyncio.Task[None] | None = None
+        self.group_max = group_max
         self._kafka = ThreadPoolExecutor(1, thread_name_prefix="kafka")
         self._disk = ThreadPoolExecutor(1, thread_name_prefix="spool")
         self._replayer: asyncio.Task[None] | None = None
@@ -98,7 +106,11 @@ class DurableProducer:
             bootstrap_servers=self.bootstrap,
             acks="all",
             retries=3,
-            linger_ms=0,
+            # Every publish ends in flush(), which sends at once whatever linger says; a
+            # long linger only keeps the sender thread from waking (and cutting a new
+            # record batch) on each send() of a group.
+            linger_ms=1000,
+            batch_size=512 * 1024,  # a group of feedback in a few record batches, not 80s
             request_timeout_ms=timeout_ms,
             max_block_ms=timeout_ms,
             client_id="styleloop-gateway",
@@ -133,9 +145,46 @@ class DurableProducer:
     async def publish(self, records: list[Record]) -> bool:
         """Returns True when the records went to the spool instead of the broker.
 
-        The whole decision — behind earlier spooled events, or straight to the broker and
-        spooled if it fails — happens under one lock, so two concurrent publishes can
-        never pass each other: one user's events reach Kafka in the order accepted."""
+        Group commit: publishes that arrive while one is in flight wait in a queue, and
+        the one flusher task sends everything queued in one produce (one round trip,
+        one ``acks=all`` wait) once the broker has answered the previous group. Groups go
+        strictly one after another, in arrival order, so one user's events reach Kafka
+        in the order accepted. A caller that goes away (a cancelled request) does not
+        cancel the flush its records are part of."""
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue.append((records, waiter))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        return await asyncio.shield(waiter)
+
+    async def _flush(self) -> None:
+        while self._queue:
+            batch: list[Record] = []
+            group: list[asyncio.Future[bool]] = []
+            while self._queue and (
+                not group or len(batch) + len(self._queue[0][0]) <= self.group_max
+            ):
+                records, waiter = self._queue.popleft()
+                batch.extend(records)
+                group.append(waiter)
+            try:
+                spooled = await self._publish_group(batch)
+            except asyncio.CancelledError:  # stopping: nobody is told "accepted"
+                for waiter in group:
+                    waiter.cancel()
+                raise
+            except Exception as exc:  # noqa: BLE001 - the spool failed: every caller hears it
+                for waiter in group:
+                    if not waiter.done():
+                        waiter.set_exception(exc)
+                continue
+            for waiter in group:
+                if not waiter.done():
+                    waiter.set_result(spooled)
+
+    async def _publish_group(self, records: list[Record]) -> bool:
+        """The whole decision — behind earlier spooled events, or straight to the broker
+        and spooled if it fails — under one lock shared with the replayer."""
         loop = asyncio.get_running_loop()
         async with self._lock:
             if self._pending:  # behind earlier events: keep the order
@@ -195,6 +244,8 @@ class DurableProducer:
         self._replayer = asyncio.get_running_loop().create_task(loop())
 
     async def stop(self) -> None:
+        if self._flusher is not None:  # what was accepted for publishing gets its answer
+            await asyncio.gather(self._flusher, return_exceptions=True)
         if self._replayer is not None:
             self._replayer.cancel()
             await asyncio.gather(self._replayer, return_exceptions=True)
