@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import re
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -762,7 +763,17 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             records.append((event.user_id.encode(), proto.SerializeToString()))
             protos.append(proto)
             ids.append(event_id)
-        spooled = await backends(request).feedback.publish(records)
+        try:
+            spooled = await backends(request).feedback.publish(records)
+        except (OSError, sqlite3.Error) as exc:  # the broker is down and the spool is full
+            log.error("feedback refused: cannot be made durable", extra={"error": repr(exc)})
+            raise ApiError(
+                503,
+                "FEEDBACK_NOT_DURABLE",
+                "the event broker is unreachable and the gateway's spool cannot store the "
+                "events (its disk is full?); none of them was accepted: retry later",
+                **{"Retry-After": "5"},
+            ) from exc
         if settings.apply_feedback_now:
             await apply_now(backends(request), protos)
         return FeedbackAccepted(accepted=len(ids), event_ids=ids, spooled=spooled)

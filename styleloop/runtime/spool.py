@@ -207,7 +207,8 @@ class Spool:
             )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite rolls back by itself on some errors (disk full)
+                db.execute("ROLLBACK")
             raise
 
     def append(self, records: list[Record]) -> None:

@@ -78,6 +78,19 @@ def broker() -> AsyncIterator[TansuBroker]:
     broker.stop()
 
 
+def spooling_gateway(broker: TansuBroker, spool_dir: Path) -> GatewaySettings:
+    """A gateway with no recommender, spooling to ``spool_dir`` whenever ``broker`` is down."""
+    return GatewaySettings(
+        recommender_addr="127.0.0.1:1",
+        kafka_bootstrap=broker.bootstrap,
+        kafka_timeout_s=1,
+        spool_dir=spool_dir,
+        spool_replay_interval_s=0.3,
+        allow_anonymous=True,
+        metrics_port=-1,
+    )
+
+
 def sink_for(broker: TansuBroker, spool_dir: Path, chunk: int = 1000) -> DurableProducer:
     return DurableProducer(broker.bootstrap, TOPIC, spool_dir, 2.0, 0.2, chunk)
 
@@ -94,15 +107,7 @@ async def test_a_torn_tail_through_the_http_api_delivers_every_accepted_event(
     torn = legacy_line(*record(99, "old"))[:-20]  # cut mid-write: no newline
     (spool_dir / "feedback.spool").write_bytes(b"".join(legacy_line(*r) for r in old) + torn)
     before = quarantined("line")
-    settings = GatewaySettings(
-        recommender_addr="127.0.0.1:1",
-        kafka_bootstrap=broker.bootstrap,
-        kafka_timeout_s=1,
-        spool_dir=spool_dir,
-        spool_replay_interval_s=0.3,
-        allow_anonymous=True,
-        metrics_port=-1,
-    )
+    settings = spooling_gateway(broker, spool_dir)
     app = create_app(settings)
     async with (
         app.router.lifespan_context(app),
@@ -348,3 +353,64 @@ def test_the_spool_is_private_and_its_folder_synced(tmp_path: Path, monkeypatch)
     Spool(spool_dir).close()
     assert str(spool_dir) in synced  # the new file's directory entry is durable
     assert stat.S_IMODE((spool_dir / "feedback.sqlite3").stat().st_mode) == 0o600
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> AsyncIterator[Path]:
+    """A 1 MiB tmpfs: a real filesystem that runs out of space (needs root to mount)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a size-limited tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    """Take every free byte of the filesystem ``folder`` is on; returns the filler."""
+    filler = folder / "filler"
+    with filler.open("wb", buffering=0) as out:
+        try:
+            while True:
+                out.write(b"\0" * 4096)
+        except OSError:
+            pass
+    return filler
+
+
+async def test_feedback_that_cannot_be_made_durable_is_refused_never_accepted_and_lost(
+    full_disk: Path, broker: TansuBroker
+):
+    """Broker down and the spool's disk full: 503 with its reason, nothing accepted; space
+    back: accepted again and, once the broker is up, delivered — exactly those."""
+    spool_dir = full_disk / "spool"
+    settings = spooling_gateway(broker, spool_dir)
+    app = create_app(settings)
+    big = {"query": "q" * 500, "recommended_item_ids": [f"item-{n:05d}" for n in range(100)]}
+    events = [
+        {"user_id": "u1", "item_id": f"i{n}", "kind": "impression", "context": big}
+        for n in range(100)
+    ]
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client,
+    ):
+        filler = fill(full_disk)
+        refused = await client.post("/v1/feedback", json={"events": events})
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["reason"] == "FEEDBACK_NOT_DURABLE"
+        assert refused.headers["retry-after"] == "5"
+        filler.unlink()  # space again: the same spool takes events
+        accepted = await client.post("/v1/feedback", json={"events": events[:3]})
+        assert accepted.status_code == 202 and accepted.json()["spooled"] is True, accepted.text
+        ids = accepted.json()["event_ids"]
+        broker.start()
+        delivered = await asyncio.to_thread(topic_ids, broker.bootstrap, set(ids))
+    assert delivered == ids  # what was accepted, in order, and nothing of the refused batch
