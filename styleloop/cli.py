@@ -124,7 +124,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from styleloop.models.align import run_training
     from styleloop.models.hub import HubUnavailable
     from styleloop.models.prepare import PrepareError, prepare
-    from styleloop.stack import StackError, plan, run_stack
+    from styleloop.stack import StackError, plan_for_catalog, run_stack
 
     models_dir = args.models_dir or DEFAULT_MODELS_DIR / args.preset
     state_dir: Path = args.state_dir
@@ -160,20 +160,19 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 1
     for line in describe_manifest(models_dir):
         _out(line)
-    image_root = catalog.source.parent if catalog.source.is_file() else catalog.source
     broker = TansuBroker(args.kafka_port, state_dir / "logs" / "broker.log")
     # Service-to-service auth for this run of the stack: $SERVICE_TOKEN when set (so that a
     # benchmark can call the services directly too), else a fresh one.
     token = os.environ.get("SERVICE_TOKEN") or secrets.token_urlsafe(24)
-    services = plan(
+    services = plan_for_catalog(
         models_dir,
         state_dir,
-        image_root.resolve(),
+        catalog_path,
+        catalog.source,
         args.base_port,
         args.gateway_port,
         broker.bootstrap,
         token,
-        catalog=catalog_path.resolve(),
     )
     encoder, captioner, recommender, llm, trainer, gateway = services
     url = f"http://{gateway.address}"
@@ -565,6 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     from styleloop import (
         adapters_cli,
         calibrate,
+        drill,
         eval_chat,
         k8s,
         outfits,
@@ -729,6 +729,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_dpo.register_pairs(commands)
     adapters_cli.register(commands)
     simulate.register(commands)
+    drill.register(commands)
 
     evaluate = commands.add_parser("eval", help="measure quality")
     eval_commands = evaluate.add_subparsers(dest="eval_command", required=True, metavar="WHAT")

@@ -237,6 +237,31 @@ def plan(
     return services
 
 
+def plan_for_catalog(
+    models_dir: Path,
+    state_dir: Path,
+    catalog: Path,
+    source: Path,
+    base_port: int,
+    gateway_port: int,
+    kafka_bootstrap: str,
+    service_token: str,
+) -> list[Service]:
+    """:func:`plan` for a catalog at ``catalog`` read from ``source`` (its products file
+    or folder): the recommender serves photos from the folder the catalog is in."""
+    image_root = source.parent if source.is_file() else source
+    return plan(
+        models_dir,
+        state_dir,
+        image_root.resolve(),
+        base_port,
+        gateway_port,
+        kafka_bootstrap,
+        service_token,
+        catalog=catalog.resolve(),
+    )
+
+
 def run_stack(
     services: list[Service],
     after_start: Callable[[], None],
