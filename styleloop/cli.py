@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from styleloop.commands import bootstrap_argument
 from styleloop.runtime.logging import configure
 
 DEFAULT_MODELS_DIR = Path(os.environ.get("STYLELOOP_MODELS_DIR", ".models"))
@@ -632,11 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Consume the feedback topic (no consumer group: nothing is committed) "
         "and print each FeedbackEvent as one JSON line, with its offset.",
     )
-    tail.add_argument(
-        "--bootstrap",
-        default=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
-        help="Kafka bootstrap servers (default $KAFKA_BOOTSTRAP or 127.0.0.1:9092)",
-    )
+    bootstrap_argument(tail)
     tail.add_argument(
         "--topic",
         default="styleloop.feedback.v1",

@@ -4,6 +4,7 @@ module docstring (everything after the first paragraph, laid out as written)."""
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 
@@ -16,3 +17,12 @@ def add_command(commands: Any, name: str, doc: str | None, **kw: Any) -> argpars
         **kw,
     )
     return parser
+
+
+def bootstrap_argument(parser: argparse.ArgumentParser) -> None:
+    """``--bootstrap``: the Kafka servers, from ``$KAFKA_BOOTSTRAP`` by default."""
+    parser.add_argument(
+        "--bootstrap",
+        default=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+        help="Kafka bootstrap servers (default $KAFKA_BOOTSTRAP or 127.0.0.1:9092)",
+    )

@@ -31,7 +31,7 @@ from typing import Any
 from styleloop.bench import report
 from styleloop.bench.load import closed_loop
 from styleloop.bench.report import report_argument
-from styleloop.commands import add_command
+from styleloop.commands import add_command, bootstrap_argument
 
 TOPIC = "styleloop.feedback.v1"
 
@@ -286,11 +286,7 @@ def register(commands: Any) -> None:
         help="feedback events/s through the gateway into Kafka (acks=all), every id read back",
     )
     parser.add_argument("--gateway", default="http://127.0.0.1:8080", help="gateway URL")
-    parser.add_argument(
-        "--bootstrap",
-        default=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
-        help="the stack's broker (default $KAFKA_BOOTSTRAP or 127.0.0.1:9092)",
-    )
+    bootstrap_argument(parser)
     parser.add_argument(
         "--concurrency",
         type=counts,
