@@ -11,46 +11,61 @@ from pathlib import Path
 from styleloop.runtime.producer import DurableProducer
 
 
-def recording_producer(tmp_path: Path, group_max: int = 5000) -> tuple[DurableProducer, list]:
+class Broker:
+    """The broker's side of the producer: each produce is recorded, then held until the
+    test releases it, so what queues behind it is decided by the test, not by timing."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[bytes]] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def produce(self, records: list[tuple[bytes, bytes]]) -> None:
+        self.calls.append([value for _, value in records])
+        self.entered.set()
+        if not self.release.wait(30):  # only a broken test waits this long
+            raise TimeoutError("the test never released the produce")
+
+
+def recording_producer(tmp_path: Path, group_max: int = 5000) -> tuple[DurableProducer, Broker]:
     producer = DurableProducer("127.0.0.1:1", "t", tmp_path, 1.0, 1.0, group_max=group_max)
-    calls: list[list[bytes]] = []
-    release = threading.Event()
-
-    def produce(records):  # the broker's side: slow enough that others queue up
-        release.wait(0.05)
-        calls.append([value for _, value in records])
-
-    producer._produce = produce  # type: ignore[method-assign]
-    return producer, calls
+    broker = Broker()
+    producer._produce = broker.produce  # type: ignore[method-assign]
+    return producer, broker
 
 
 async def test_concurrent_publishes_share_a_produce_in_arrival_order(tmp_path: Path):
-    producer, calls = recording_producer(tmp_path)
+    producer, broker = recording_producer(tmp_path)
     first = asyncio.create_task(producer.publish([(b"u", b"0")]))
-    await asyncio.sleep(0.01)  # the first is in flight; these queue behind it
+    await asyncio.to_thread(broker.entered.wait, 30)  # the first is at the broker
     rest = [asyncio.create_task(producer.publish([(b"u", str(n).encode())])) for n in range(1, 9)]
+    await asyncio.sleep(0)  # each of them queued behind it
+    broker.release.set()
     assert await asyncio.gather(first, *rest) == [False] * 9
-    assert calls == [[b"0"], [str(n).encode() for n in range(1, 9)]]
+    assert broker.calls == [[b"0"], [str(n).encode() for n in range(1, 9)]]
     await producer.stop()
 
 
 async def test_a_group_is_bounded(tmp_path: Path):
-    producer, calls = recording_producer(tmp_path, group_max=3)
+    producer, broker = recording_producer(tmp_path, group_max=3)
+    broker.release.set()
     tasks = [asyncio.create_task(producer.publish([(b"u", b"%d" % n)] * 2)) for n in range(4)]
     await asyncio.gather(*tasks)
-    assert [len(c) for c in calls] == [2, 2, 2, 2]  # 2 + 2 > 3: one publish per produce
+    assert [len(c) for c in broker.calls] == [2, 2, 2, 2]  # 2 + 2 > 3: one publish a produce
     await producer.stop()
 
 
 async def test_a_cancelled_caller_does_not_cancel_its_records(tmp_path: Path):
-    producer, calls = recording_producer(tmp_path)
+    producer, broker = recording_producer(tmp_path)
     first = asyncio.create_task(producer.publish([(b"u", b"a")]))
+    await asyncio.to_thread(broker.entered.wait, 30)
     second = asyncio.create_task(producer.publish([(b"u", b"b")]))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # queued behind the first
     second.cancel()  # the client went away while its records waited
+    broker.release.set()
     assert await first is False
     await producer.stop()  # waits for the flusher
-    assert [v for call in calls for v in call] == [b"a", b"b"]
+    assert [v for call in broker.calls for v in call] == [b"a", b"b"]
 
 
 async def test_a_spool_failure_reaches_every_caller_of_the_group(tmp_path: Path):
