@@ -26,3 +26,12 @@ def bootstrap_argument(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
         help="Kafka bootstrap servers (default $KAFKA_BOOTSTRAP or 127.0.0.1:9092)",
     )
+
+
+def gateway_argument(parser: argparse.ArgumentParser) -> None:
+    """``--gateway``: a running stack's gateway URL (`make up`'s by default)."""
+    parser.add_argument(
+        "--gateway",
+        default="http://127.0.0.1:8080",
+        help="a running stack's gateway (default http://127.0.0.1:8080, make up's)",
+    )

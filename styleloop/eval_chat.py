@@ -38,7 +38,7 @@ from typing import Any
 from services.llm.adapters import BASE_MODEL
 from services.llm.grounding import CITATION
 from styleloop.chat_questions import Question, build_questions
-from styleloop.commands import add_command
+from styleloop.commands import add_command, gateway_argument
 
 # A card's own layout in an answer: the model copied cards instead of answering.
 CARD_FACTS = re.compile(r";\s*(Casual|Sports|Formal|Ethnic|Fall|Winter|Spring|Summer|looks:)")
@@ -319,9 +319,7 @@ def register(commands: Any) -> None:
         help="grounding, constraint precision, I-don't-know accuracy and speed of chat",
     )
     parser.add_argument("--catalog", type=Path, help="catalog (default $STYLELOOP_DATA_DIR)")
-    parser.add_argument(
-        "--gateway", default="http://127.0.0.1:8080", help="a running stack (make up)"
-    )
+    gateway_argument(parser)
     parser.add_argument("--per-kind", type=int, default=5, help="questions per kind (5)")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--adapters-dir", type=Path, help="the stack's ADAPTERS_DIR")

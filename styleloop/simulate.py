@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from styleloop.chat_questions import Question, _plural
-from styleloop.commands import add_command
+from styleloop.commands import add_command, gateway_argument
 
 
 @dataclass(frozen=True)
@@ -274,7 +274,7 @@ def register(commands: Any) -> None:
         help="scripted shoppers with hidden tastes chat, reject and like against a stack",
     )
     parser.add_argument("--catalog", type=Path, help="catalog (default $STYLELOOP_DATA_DIR)")
-    parser.add_argument("--gateway", default="http://127.0.0.1:8080", help="a running stack")
+    gateway_argument(parser)
     parser.add_argument(
         "--trainer-metrics",
         default="http://127.0.0.1:50156/metrics",

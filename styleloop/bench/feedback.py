@@ -27,8 +27,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from styleloop.bench import report as results
+from styleloop.bench.load import quantiles
 from styleloop.bench.report import report_argument
-from styleloop.commands import add_command
+from styleloop.commands import add_command, gateway_argument
 
 HISTOGRAM = "trainer_event_to_effect_seconds"
 
@@ -56,17 +57,6 @@ def histogram_quantile(q: float, cumulative: Sequence[tuple[float, float]]) -> f
             return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
         lower, below = bound, count
     return lower
-
-
-def quantiles(values: Sequence[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    if not ordered:
-        return {}
-
-    def at(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-    return {"p50": at(0.5), "p95": at(0.95), "p99": at(0.99), "max": ordered[-1]}
 
 
 class BenchError(RuntimeError):
@@ -153,7 +143,7 @@ def register(commands: Any) -> None:
         __doc__,
         help="event -> effect latency of rejections through a running stack",
     )
-    parser.add_argument("--gateway", default="http://127.0.0.1:8080")
+    gateway_argument(parser)
     parser.add_argument(
         "--trainer-metrics",
         default="http://127.0.0.1:50156/metrics",

@@ -24,9 +24,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from styleloop.bench import report
-from styleloop.bench.load import Call, closed_loop
+from styleloop.bench.load import Call, closed_loop, quantiles
 from styleloop.bench.report import report_argument
-from styleloop.commands import add_command
+from styleloop.commands import add_command, gateway_argument
 
 QUERIES = (
     "black leather shoes",
@@ -43,12 +43,12 @@ QUERIES = (
 async def drive(call: Call, requests: int, concurrency: int) -> dict[str, float]:
     """``requests`` calls, ``concurrency`` at a time: requests/s and latency percentiles."""
     wall, latencies = await closed_loop(call, requests, concurrency)
-    ordered = sorted(latencies)
-
-    def at(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-    return {"requests_per_s": len(ordered) / wall, "p50_ms": at(0.50), "p99_ms": at(0.99)}
+    seconds = quantiles(latencies)
+    return {
+        "requests_per_s": len(latencies) / wall,
+        "p50_ms": seconds["p50"] * 1000,
+        "p99_ms": seconds["p99"] * 1000,
+    }
 
 
 def _paths(client: Any, stub: Any, user: str) -> dict[str, dict[str, Call]]:
@@ -244,7 +244,7 @@ def register(commands: Any) -> None:
         __doc__,
         help="HTTP gateway vs direct gRPC: requests/s, p50/p99 at concurrency 1, 8, 32",
     )
-    parser.add_argument("--gateway", default="http://127.0.0.1:8080", help="gateway URL")
+    gateway_argument(parser)
     parser.add_argument(
         "--recommender", default="127.0.0.1:50052", help="recommender gRPC address (up: base+1)"
     )

@@ -29,9 +29,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from styleloop.bench import report
-from styleloop.bench.load import closed_loop
+from styleloop.bench.load import closed_loop, quantiles
 from styleloop.bench.report import report_argument
-from styleloop.commands import add_command, bootstrap_argument
+from styleloop.commands import add_command, bootstrap_argument, gateway_argument
 
 TOPIC = "styleloop.feedback.v1"
 
@@ -84,14 +84,14 @@ async def through_gateway(
         cpu = time.process_time()
         wall, latencies = await closed_loop(post, batches, concurrency)
         cpu = time.process_time() - cpu
-    ordered = sorted(latencies)
+    seconds = quantiles(latencies)
     return {
         "path": "gateway",
         "concurrency": concurrency,
         "events": len(ids),
         "events_per_s": len(ids) / wall,
-        "batch_p50_ms": ordered[len(ordered) // 2] * 1000,
-        "batch_p99_ms": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000,
+        "batch_p50_ms": seconds["p50"] * 1000,
+        "batch_p99_ms": seconds["p99"] * 1000,
         "spooled_batches": spooled,
         "generator_cpu_s": cpu,
         "wall_s": wall,
@@ -285,7 +285,7 @@ def register(commands: Any) -> None:
         __doc__,
         help="feedback events/s through the gateway into Kafka (acks=all), every id read back",
     )
-    parser.add_argument("--gateway", default="http://127.0.0.1:8080", help="gateway URL")
+    gateway_argument(parser)
     bootstrap_argument(parser)
     parser.add_argument(
         "--concurrency",

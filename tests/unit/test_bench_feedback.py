@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from styleloop.bench.feedback import histogram_quantile, quantiles
+from styleloop.bench.feedback import histogram_quantile
+from styleloop.bench.load import quantiles
 
 
 def test_histogram_quantiles_interpolate_within_the_bucket_as_prometheus_does():
