@@ -91,7 +91,19 @@ async def test_the_server_chooses_only_among_the_allowed_citation_tokens(backend
     assert not free <= {"1", "2", "3"}, free  # without the bias the model says other things
 
 
-async def test_answers_stream_and_cite_only_retrieved_cards(backend: OpenAIBackend):
+@pytest.mark.parametrize("reports_usage", [True, False], ids=["usage", "no-usage"])
+async def test_answers_stream_and_cite_only_retrieved_cards(
+    backend: OpenAIBackend, reports_usage: bool, monkeypatch: pytest.MonkeyPatch
+):
+    if not reports_usage:  # a server that ignores stream_options: the text is re-counted
+        body = backend._body
+
+        def without_usage(*args, **kwargs):
+            out = body(*args, **kwargs)
+            out.pop("stream_options", None)
+            return out
+
+        monkeypatch.setattr(backend, "_body", without_usage)
     for question in QUESTIONS[:3]:
         pieces: list[str] = []
         finished = None

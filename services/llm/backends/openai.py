@@ -123,6 +123,8 @@ class OpenAIBackend:
             "temperature": request.temperature,
             "stream": stream,
         }
+        if stream:
+            body["stream_options"] = {"include_usage": True}
         if stop:
             body["stop"] = stop
         if self.dialect == "transformers":
@@ -253,7 +255,10 @@ class OpenAIBackend:
                     free += piece
                     yield piece
                 text += free
-                used += sum(usage) if usage else self._count(free)
+                # The server's own count when it reports one; else the text re-tokenized,
+                # which can count a generated token as several ("##son" is one token the
+                # model chose, three when re-tokenized) but never more than were allowed.
+                used += sum(usage) if usage else min(self._count(free), left - reserve)
                 if request.cards == 0:
                     yield finished("stop")
                     return
