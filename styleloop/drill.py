@@ -11,7 +11,18 @@ feedback batches of 5 events; at most 64 in flight) while, one after another:
 - the recommender's answers for a shopper with history are compared before its kill and
   after its restart (catalog and user state intact);
 - the broker is stopped for ``--broker-down-s`` seconds (feedback goes to the spool),
-  then started again.
+  then started again;
+- ``spool-full``: the gateway's spool sits on a size-limited tmpfs (``--spool-mib``,
+  mounted by the drill; needs root, else this fault is reported as not run); its free space
+  is taken and the broker stopped until the spool has used the room its file already had
+  (at most 120 s) and ``--down-s`` seconds more: feedback that cannot be made durable must
+  be refused with 503 ``FEEDBACK_NOT_DURABLE``, never accepted and lost; then the space is
+  given back and the broker started;
+- ``soak``: ``--soak-s`` seconds of the same mixed traffic with no fault, the resident
+  memory (RSS) of every process sampled every ``--sample-s`` seconds: each must stay
+  bounded (its peak in the second half at most 10% + 32 MiB over its peak in the first)
+  and the error rate must not grow (second half at most one point over the first). The
+  samples are charted into ``--results``/soak.png (with soak.json and SUMMARY.md).
 
 Then every accepted event id is read back from the topic. Printed per fault: requests
 sent, answers by status, 500s, hangs (no answer within ``--deadline-s``), events accepted,
@@ -26,6 +37,7 @@ import argparse
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -38,6 +50,8 @@ from styleloop.commands import add_command
 TOPIC = "styleloop.feedback.v1"
 QUERIES = ("black leather shoes", "red summer dress", "blue jeans", "white shirt", "watch")
 KILLED = ("encoder", "recommender", "captioner", "llm", "trainer")
+SPOOL_FULL, SOAK = "spool-full", "soak"
+FAULTS = (*KILLED, "broker", SPOOL_FULL, SOAK)
 
 
 @dataclass
@@ -52,6 +66,9 @@ class Window:
     accepted: list[str] = field(default_factory=list)
     recovery_s: float | None = None
     notes: list[str] = field(default_factory=list)
+    reasons: Counter[str] = field(default_factory=Counter)  # 5xx JSON reasons
+    started: float = field(default_factory=time.monotonic)
+    answers: list[tuple[float, bool]] = field(default_factory=list)  # (when, an error?)
 
 
 class Load:
@@ -86,6 +103,7 @@ class Load:
             window.server_errors += 1
             return 0
         window.statuses[str(reply.status_code)] += 1
+        window.answers.append((time.monotonic() - window.started, reply.status_code >= 400))
         if reply.status_code >= 500:
             try:
                 reason = reply.json().get("reason")
@@ -93,6 +111,8 @@ class Load:
                 reason = None
             if reply.status_code == 500 or not reason:
                 window.server_errors += 1
+            else:
+                window.reasons[f"{reply.status_code} {reason}"] += 1
         if path == "/v1/feedback" and reply.status_code == 202:
             window.accepted += reply.json()["event_ids"]
         return int(reply.status_code)
@@ -100,6 +120,10 @@ class Load:
     async def _one(self) -> None:
         n, window = self._n, self.window
         self._n += 1
+        if n % 4 == 3:
+            body = {"user_id": f"drill-{n % 50}", "page_size": 5}
+            await self.request(window, "POST", "/v1/recommendations", json=body)
+            return
         if n % 2:
             body = {"query": QUERIES[n % len(QUERIES)], "page_size": 5}
             await self.request(window, "POST", "/v1/search/text", json=body)
@@ -134,13 +158,153 @@ async def serving_again(load: Load, window: Window, timeout_s: float) -> float |
     return None
 
 
+def rss_mib(pid: int) -> float | None:
+    """A process's resident memory (MiB), from /proc; None once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def fill(folder: Path) -> Path:
+    """Take every free byte of the filesystem ``folder`` is on; returns the filler."""
+    filler = folder / "filler"
+    with filler.open("wb", buffering=0) as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+        except OSError:
+            pass
+        try:  # the last partial block
+            while True:
+                out.write(b"\0" * 512)
+        except OSError:
+            pass
+    return filler
+
+
+def mount_small_disk(folder: Path, mib: int) -> str | None:
+    """A size-limited tmpfs at ``folder``: None when mounted, else why not (it needs root)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={mib}m,mode=0700", "tmpfs", str(folder)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"mount: {exc}"
+    return None if done.returncode == 0 else (done.stderr.strip() or "mount failed")
+
+
+def unmount(folder: Path) -> None:
+    subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False, timeout=30)
+
+
+@dataclass
+class Soak:
+    """RSS samples of every process, and the verdicts on memory and error rate."""
+
+    seconds: list[float] = field(default_factory=list)
+    rss: dict[str, list[float | None]] = field(default_factory=dict)
+
+    def sample(self, at: float, pids: dict[str, int]) -> None:
+        self.seconds.append(at)
+        for name, pid in pids.items():
+            self.rss.setdefault(name, [None] * (len(self.seconds) - 1)).append(rss_mib(pid))
+
+    def unbounded(self) -> dict[str, tuple[float, float]]:
+        """Processes whose RSS peak in the second half is over 10% + 32 MiB above their
+        peak in the first: name -> (first-half peak, second-half peak)."""
+        out = {}
+        half = len(self.seconds) // 2
+        for name, values in self.rss.items():
+            first = [v for v in values[:half] if v is not None]
+            second = [v for v in values[half:] if v is not None]
+            if first and second and max(second) > max(first) * 1.10 + 32:
+                out[name] = (max(first), max(second))
+        return out
+
+
+def error_rates(window: Window, seconds: float) -> tuple[float, float]:
+    """The share of answers that were errors in the first and the second half."""
+    halves: list[list[bool]] = [[], []]
+    for at, error in window.answers:
+        halves[0 if at < seconds / 2 else 1].append(error)
+    return tuple(sum(h) / len(h) if h else 0.0 for h in halves)  # type: ignore[return-value]
+
+
+async def soak(args: argparse.Namespace, load: Load, pids: dict[str, int]) -> Soak:
+    """``--soak-s`` seconds of mixed traffic, RSS sampled; the verdicts go into the window."""
+    from tqdm import tqdm
+
+    window = load.begin(f"soak {args.soak_s:.0f} s")
+    samples = Soak()
+    started = time.monotonic()
+    with tqdm(total=int(args.soak_s), desc="soak", unit="s", disable=None) as bar:
+        while (elapsed := time.monotonic() - started) < args.soak_s:
+            samples.sample(elapsed, pids)
+            await asyncio.sleep(min(args.sample_s, max(0.0, args.soak_s - elapsed)))
+            bar.update(int(time.monotonic() - started) - bar.n)
+    samples.sample(time.monotonic() - started, pids)
+    for name, (first, second) in samples.unbounded().items():
+        window.server_errors += 1
+        window.notes.append(f"RSS GREW: {name} {first:.0f} -> {second:.0f} MiB")
+    peaks = ", ".join(
+        f"{name} {max(v for v in values if v is not None):.0f}"
+        for name, values in samples.rss.items()
+        if any(v is not None for v in values)
+    )
+    window.notes.append(f"RSS peaks (MiB): {peaks}")
+    first, second = error_rates(window, args.soak_s)
+    window.notes.append(f"error rate {first:.1%} first half, {second:.1%} second half")
+    if second > first + 0.01:
+        window.server_errors += 1
+        window.notes.append("ERROR RATE GREW")
+    return samples
+
+
 async def answers_for(client: Any, user: str) -> list[str]:
     reply = await client.post("/v1/recommendations", json={"user_id": user, "page_size": 10})
     reply.raise_for_status()
     return [r["item"]["item_id"] for r in reply.json()["results"]]
 
 
-async def drills(args: argparse.Namespace, services: dict[str, Any], broker: Any) -> list[Window]:
+async def spool_full(args: argparse.Namespace, load: Load, broker: Any) -> None:
+    """The spool's disk full while the broker is down: feedback refused, never lost."""
+    window = load.begin("spool disk full")
+    if args.spool_disk_error:
+        window.notes.append(f"not run: no size-limited disk ({args.spool_disk_error})")
+        return
+    filler = await asyncio.to_thread(fill, args.spool_disk)
+    await asyncio.to_thread(broker.stop)
+    # The spool first fills the room it already has (pages an earlier outage freed inside
+    # its file); refusals start once that is gone. Then --down-s more of them.
+    waited = time.monotonic()
+    while not window.reasons["503 FEEDBACK_NOT_DURABLE"] and time.monotonic() - waited < 120:
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(args.down_s)
+    refused = window.reasons["503 FEEDBACK_NOT_DURABLE"]
+    window.notes.append(f"feedback refused while full: {refused} (503 FEEDBACK_NOT_DURABLE)")
+    if not refused:  # the fault never took hold: nothing here was proved
+        window.server_errors += 1
+        window.notes.append("NO FEEDBACK WAS REFUSED")
+    filler.unlink()
+    broker.start()  # from the main thread, as in the broker drill
+    window.recovery_s = await serving_again(load, window, 60)
+    if window.recovery_s is None:
+        window.server_errors += 1
+        window.notes.append("NOT SERVING AGAIN after the space came back")
+    await asyncio.sleep(args.down_s)
+
+
+async def drills(
+    args: argparse.Namespace, services: dict[str, Any], broker: Any
+) -> tuple[list[Window], Soak | None]:
     import httpx
 
     gateway = services["gateway"]
@@ -159,10 +323,20 @@ async def drills(args: argparse.Namespace, services: dict[str, Any], broker: Any
         load = Load(client, items, args.rate, args.deadline_s)
         stop = asyncio.Event()
         runner = asyncio.create_task(load.run(stop))
+        soaked = None
         try:
             load.begin("none (baseline)")
             await asyncio.sleep(args.down_s)
             for name in args.faults:
+                if name == SPOOL_FULL:
+                    await spool_full(args, load, broker)
+                    continue
+                if name == SOAK:
+                    pids = {n: s.process.pid for n, s in services.items() if s.process}
+                    if broker.process is not None:
+                        pids["broker"] = broker.process.pid
+                    soaked = await soak(args, load, pids)
+                    continue
                 if name == "broker":
                     window = load.begin(f"broker stopped {args.broker_down_s:.0f} s")
                     await asyncio.to_thread(broker.stop)
@@ -198,7 +372,7 @@ async def drills(args: argparse.Namespace, services: dict[str, Any], broker: Any
         finally:
             stop.set()
             await runner
-    return load.windows
+    return load.windows, soaked
 
 
 def run(args: argparse.Namespace) -> int:
@@ -243,9 +417,14 @@ def run(args: argparse.Namespace) -> int:
     )
     services = {s.name: s for s in started}
     services["gateway"].env.update(RATE_LIMIT_PER_MINUTE="1000000", RATE_LIMIT_BURST="10000")
+    args.spool_disk, args.spool_disk_error = state / "small-disk", None
     out = sys.stdout
     with stop_on_signals():
         try:
+            if SPOOL_FULL in args.faults:
+                args.spool_disk_error = mount_small_disk(args.spool_disk, args.spool_mib)
+                if args.spool_disk_error is None:
+                    services["gateway"].env["SPOOL_DIR"] = str(args.spool_disk / "spool")
             s3.start()
             broker.start()
             for service in started:
@@ -265,7 +444,7 @@ def run(args: argparse.Namespace) -> int:
                 limit=args.items,
                 progress=True,
             )
-            windows = asyncio.run(drills(args, services, broker))
+            windows, soaked = asyncio.run(drills(args, services, broker))
             wanted = {i for w in windows for i in w.accepted}
             seen, _ = read_back(broker.bootstrap, TOPIC, {}, wanted, 120)
         finally:
@@ -273,7 +452,33 @@ def run(args: argparse.Namespace) -> int:
                 service.stop()
             broker.stop()
             s3.stop()
+            if SPOOL_FULL in args.faults and args.spool_disk_error is None:
+                unmount(args.spool_disk)
+    if soaked is not None:
+        chart_soak(soaked, windows, args.results, out)
     return table(windows, seen, out)
+
+
+def chart_soak(soaked: Soak, windows: list[Window], results: Path, out: Any) -> None:
+    """soak.json and soak.png (RSS of every process over the soak) under ``results``."""
+    from styleloop.bench import report
+
+    window = next(w for w in windows if w.fault.startswith("soak"))
+    path = report.write(
+        results,
+        "soak",
+        {"seconds": soaked.seconds, "rss_mib": soaked.rss, "statuses": dict(window.statuses)},
+        [f"soak: {note}" for note in window.notes]
+        + [f"soak: {window.sent} requests, {window.server_errors} broken promises"],
+        report.Chart(
+            "resident memory of every process during the soak",
+            "RSS, MiB",
+            [f"{s:.0f} s" for s in soaked.seconds],
+            soaked.rss,
+            lines=True,
+        ),
+    )
+    out.write(f"wrote {path}\n")
 
 
 def table(windows: list[Window], seen: set[str], out: Any) -> int:
@@ -301,7 +506,7 @@ def table(windows: list[Window], seen: set[str], out: Any) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    unknown = set(args.faults) - {*KILLED, "broker"}
+    unknown = set(args.faults) - set(FAULTS)
     if unknown:
         sys.stderr.write(f"styleloop drill: unknown faults {sorted(unknown)}\n")
         return 2
@@ -318,6 +523,7 @@ def main(args: argparse.Namespace) -> int:
 
 def register(commands: Any) -> None:
     """``styleloop drill``."""
+    from styleloop.bench.report import report_argument
     from styleloop.cli import DEFAULT_MODELS_DIR, positive
 
     parser = add_command(commands, "drill", __doc__, help="fault drills under load, on loopback")
@@ -335,10 +541,14 @@ def register(commands: Any) -> None:
     parser.add_argument("--down-s", type=float, default=5.0, help="each service down (5)")
     parser.add_argument("--broker-down-s", type=float, default=30.0, help="broker down (30)")
     parser.add_argument("--deadline-s", type=float, default=20.0, help="a hang, past this (20)")
+    parser.add_argument("--spool-mib", type=positive, default=16, help="spool disk (16 MiB)")
+    parser.add_argument("--soak-s", type=float, default=600.0, help="soak length (600)")
+    parser.add_argument("--sample-s", type=float, default=5.0, help="RSS sampling (5)")
+    report_argument(parser)
     parser.add_argument(
         "--faults",
         type=lambda text: [f.strip() for f in text.split(",") if f.strip()],
-        default=[*KILLED, "broker"],
-        help="in order, comma-separated (default encoder,recommender,captioner,llm,trainer,broker)",
+        default=list(FAULTS),
+        help=f"in order, comma-separated (default {','.join(FAULTS)})",
     )
     parser.set_defaults(func=main)

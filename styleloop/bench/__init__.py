@@ -7,7 +7,10 @@ one printing ratios or percentiles measured side by side in one run and writing
   alone (starts the encoder on 127.0.0.1 itself);
 - ``recommender``: Qdrant Edge vs NumPy brute force on synthetic vectors (in-process);
 - ``llm``: the in-process LLM backend by dtype, chats one at a time vs together;
-- ``gateway``: the HTTP gateway beside direct gRPC calls to the same service (running stack);
+- ``gateway``: the HTTP gateway beside direct gRPC calls to the same service: text and
+  photo search, recommendations (running stack);
+- ``chat``: time to first token and tokens/s through the gateway beside the llm over gRPC
+  at concurrency 1, 4, 8 (running stack);
 - ``ingest``: feedback events/s through the gateway into Kafka beside a direct producer,
   every event id read back (running stack);
 - ``feedback``: event -> effect latency through a running stack (``make up``).
@@ -22,7 +25,7 @@ from typing import Any
 #: What ``styleloop bench all`` runs, in order; those that need a running stack only with
 #: ``--gateway``.
 SELF_CONTAINED = ("encoder", "recommender", "llm")
-AGAINST_A_STACK = ("gateway", "ingest", "feedback")
+AGAINST_A_STACK = ("gateway", "chat", "ingest", "feedback")
 
 
 def run_all(args: argparse.Namespace) -> int:
@@ -49,10 +52,10 @@ def run_all(args: argparse.Namespace) -> int:
 
 def register(commands: Any) -> None:
     """Every ``styleloop bench`` target, added to the bench group by :mod:`styleloop.cli`."""
-    from styleloop.bench import encoder, feedback, gateway, ingest, llm, recommender
+    from styleloop.bench import chat, encoder, feedback, gateway, ingest, llm, recommender
     from styleloop.bench.report import report_argument
 
-    for module in (encoder, recommender, llm, gateway, ingest, feedback):
+    for module in (encoder, recommender, llm, gateway, chat, ingest, feedback):
         module.register(commands)
     everything = commands.add_parser(
         "all",

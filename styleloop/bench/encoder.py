@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -255,6 +256,69 @@ def inference_only_ratio(
     return ratios
 
 
+def bare_model(
+    models_dir: Path,
+    spec: Any,
+    images: Sequence[bytes],
+    batch_sizes: Sequence[int] = (1, 8, 32, 64),
+) -> dict[str, Any]:
+    """What one image costs outside the service, in this process, one stage at a time with
+    the service's own code and settings: decoding, preprocessing, and ONNX Runtime on the
+    preprocessed images at each batch size (images/s; the best is the bare model)."""
+    from services.encoder.backends import OnnxRuntimeRunner
+    from services.encoder.config import EncoderSettings
+    from styleloop.models.preprocess import preprocess_image
+    from styleloop.runtime.errors import ItemFailure
+    from styleloop.runtime.inputs import InputLimits, decode_image
+
+    settings = EncoderSettings(models_dir=models_dir)
+    limits = InputLimits(settings.max_image_bytes, settings.max_image_pixels, 1)
+    started = time.perf_counter()
+    decoded = [decode_image(data, limits) for data in images]
+    decode_s = (time.perf_counter() - started) / len(images)
+    bad = [d for d in decoded if isinstance(d, ItemFailure)]
+    if bad:
+        raise ValueError(f"a benchmark image failed to decode: {bad[0].message}")
+    started = time.perf_counter()
+    pixels = np.stack([preprocess_image(d, spec.image.preprocessing) for d in decoded])  # type: ignore[arg-type]
+    preprocess_s = (time.perf_counter() - started) / len(images)
+    runner = OnnxRuntimeRunner(models_dir, spec, "cpu", settings.ort_threads)
+    rates: dict[int, float] = {}
+    for size in batch_sizes:
+        batches = [np.resize(pixels, (size, *pixels.shape[1:]))]
+        runner.run_images(batches[0])  # warm-up
+        calls = max(2, 128 // size)
+        started = time.perf_counter()
+        for _ in range(calls):
+            runner.run_images(batches[0])
+        rates[size] = calls * size / (time.perf_counter() - started)
+    best = max(rates, key=lambda size: rates[size])
+    return {
+        "decode_ms": decode_s * 1000,
+        "preprocess_ms": preprocess_s * 1000,
+        "images_per_s_by_batch": rates,
+        "best_batch": best,
+        "best_images_per_s": rates[best],
+    }
+
+
+def efficiency(served_per_s: float, bare: dict[str, Any]) -> dict[str, float]:
+    """Served images/s over the bare model's best, and where one served image's time goes
+    (ms of wall time on this machine): the stages measured alone, and the rest (gRPC,
+    batching, the client in this process) as what the served time has beyond them. Decoding
+    runs in threads beside inference, so the rest can come out below zero."""
+    served_ms = 1000 / served_per_s
+    inference_ms = 1000 / bare["best_images_per_s"]
+    return {
+        "ratio": served_per_s / bare["best_images_per_s"],
+        "served_ms": served_ms,
+        "decode_ms": bare["decode_ms"],
+        "preprocess_ms": bare["preprocess_ms"],
+        "inference_ms": inference_ms,
+        "grpc_and_rest_ms": served_ms - bare["decode_ms"] - bare["preprocess_ms"] - inference_ms,
+    }
+
+
 def _summary(ratios: Sequence[float]) -> str:
     if len(ratios) == 1:
         return f"{ratios[0]:.2f}x"
@@ -331,6 +395,7 @@ def main(
             rounds,
         ),
     }
+    bare = bare_model(models_dir, spec, load_images(catalog, 64))
     out = sys.stdout
     out.write(
         f"encoder benchmark: {spec.model_id} (preset {manifest.preset}), onnxruntime, "
@@ -349,8 +414,32 @@ def main(
         )
         headline.append(line)
         out.write(line + "\n")
+    served = statistics.median(
+        r.items_per_s
+        for r in results
+        if (r.modality, r.mode, r.concurrency) == ("image", "batched", top)
+    )
+    cost = efficiency(served, bare)
+    out.write(
+        "ONNX Runtime alone on the same photos, images/s by batch size: "
+        + ", ".join(f"{b}: {v:.1f}" for b, v in bare["images_per_s_by_batch"].items())
+        + "\n"
+        f"one served image ({served:.1f} images/s at concurrency {top}) = "
+        f"{cost['served_ms']:.2f} ms: decode {cost['decode_ms']:.2f}, preprocess "
+        f"{cost['preprocess_ms']:.2f}, inference {cost['inference_ms']:.2f} (batch "
+        f"{bare['best_batch']}), gRPC, batching and the rest {cost['grpc_and_rest_ms']:.2f}\n"
+    )
+    line = (
+        f"image: served {served:.1f} images/s at concurrency {top} = {cost['ratio']:.0%} of "
+        f"ONNX Runtime alone at its best batch size ({bare['best_batch']}: "
+        f"{bare['best_images_per_s']:.1f} images/s) (goal >= 80% on CPU)"
+    )
+    headline.append(line)
+    out.write(line + "\n")
     if results_dir is not None:
         payload = {
+            "bare_model": bare,
+            "efficiency": cost,
             "model_id": spec.model_id,
             "preset": manifest.preset,
             "measurements": [asdict(r) for r in results],

@@ -2,15 +2,15 @@
 same request sent to the service over gRPC directly.
 
 Against a running stack (`make up`, started with ``SERVICE_TOKEN`` set so this process can
-call the recommender too): for text search (``POST /v1/search/text`` vs the recommender's
-``SearchByText``) and recommendations (``POST /v1/recommendations`` vs
-``GetRecommendations``), at each ``--concurrency`` level, the two paths alternate for
-``--rounds`` rounds of ``--requests`` requests each (the same request bodies, asyncio
-clients in this process, loopback only). Printed per path and level: requests/s and p50 /
-p99 latency; and the overhead ratio gateway p50 / direct p50, the median over rounds.
-Goal (issue 18): gateway <= 1.5x the direct gRPC time at concurrency 8.
-
-Photo search and chat are not measured here yet.
+call the services too): for text search (``POST /v1/search/text`` vs the recommender's
+``SearchByText``), photo search (``POST /v1/search/image``, a multipart upload of a catalog
+photo, vs ``SearchByImage`` with the same bytes) and recommendations
+(``POST /v1/recommendations`` vs ``GetRecommendations``), at each ``--concurrency`` level,
+the two paths alternate for ``--rounds`` rounds of ``--requests`` requests each (the same
+request bodies, asyncio clients in this process, loopback only). Printed per path and
+level: requests/s and p50 / p99 latency; and the overhead ratio gateway p50 / direct p50,
+the median over rounds. Goal (issue 18): gateway <= 1.5x the direct gRPC time at
+concurrency 8.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import os
 import statistics
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from styleloop.bench import report
@@ -51,7 +52,17 @@ async def drive(call: Call, requests: int, concurrency: int) -> dict[str, float]
     }
 
 
-def _paths(client: Any, stub: Any, user: str) -> dict[str, dict[str, Call]]:
+def _image_type(data: bytes) -> str:
+    if data[:3] == b"\xff\xd8\xff":
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return "image/png"
+
+
+def _paths(
+    client: Any, stub: Any, user: str, images: Sequence[bytes]
+) -> dict[str, dict[str, Call]]:
     from styleloop.v1 import recommender_pb2
 
     async def http_search(i: int) -> None:
@@ -70,8 +81,18 @@ def _paths(client: Any, stub: Any, user: str) -> dict[str, dict[str, Call]]:
         request = recommender_pb2.GetRecommendationsRequest(user_id=user, page_size=10)
         await stub.GetRecommendations(request, timeout=30)
 
+    async def http_photo(i: int) -> None:
+        data = images[i % len(images)]
+        files = {"image": ("photo", data, _image_type(data))}
+        (await client.post("/v1/search/image?page_size=10", files=files)).raise_for_status()
+
+    async def grpc_photo(i: int) -> None:
+        request = recommender_pb2.SearchByImageRequest(image=images[i % len(images)], page_size=10)
+        await stub.SearchByImage(request, timeout=30)
+
     return {
         "text search": {"gateway": http_search, "direct gRPC": grpc_search},
+        "photo search": {"gateway": http_photo, "direct gRPC": grpc_photo},
         "recommendations": {"gateway": http_recommend, "direct gRPC": grpc_recommend},
     }
 
@@ -83,6 +104,7 @@ async def measure(
     concurrencies: Sequence[int],
     requests: int,
     rounds: int,
+    images: Sequence[bytes],
 ) -> list[dict[str, Any]]:
     import httpx
 
@@ -106,7 +128,7 @@ async def measure(
             raise RuntimeError("the recommender has no items: ingest a catalog first (make up)")
         events = [{"user_id": user, "item_id": item_id, "kind": "like"} for item_id in liked]
         (await client.post("/v1/feedback", json={"events": events})).raise_for_status()
-        paths = _paths(client, stub, user)
+        paths = _paths(client, stub, user, images)
         for calls in paths.values():  # one untimed pass of each path
             for call in calls.values():
                 await drive(call, 16, 4)
@@ -148,7 +170,11 @@ def _median(rows: Sequence[dict[str, Any]], name: str) -> float:
 
 
 def main(args: argparse.Namespace) -> int:
+    from styleloop.bench.encoder import load_images
+    from styleloop.catalog import configured_catalog
+
     token = os.environ.get("SERVICE_TOKEN", "")
+    images = load_images(configured_catalog(args.catalog), 32)
     try:
         rows = asyncio.run(
             measure(
@@ -158,6 +184,7 @@ def main(args: argparse.Namespace) -> int:
                 args.concurrency,
                 args.requests,
                 args.rounds,
+                images,
             )
         )
     except Exception as exc:  # noqa: BLE001 - one line for any failure to reach the stack
@@ -256,5 +283,11 @@ def register(commands: Any) -> None:
     )
     parser.add_argument("--requests", type=positive, default=200, help="per level and round")
     parser.add_argument("--rounds", type=positive, default=3, help="alternating rounds (3)")
+    parser.add_argument(
+        "--catalog",
+        type=Path,
+        help="sample data folder whose photos photo search uploads "
+        "(default: $STYLELOOP_DATA_DIR; drawn images when absent)",
+    )
     report_argument(parser)
     parser.set_defaults(func=main)

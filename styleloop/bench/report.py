@@ -23,13 +23,15 @@ SUMMARY = "SUMMARY.md"
 
 @dataclass(frozen=True)
 class Chart:
-    """Grouped bars: for each series, one value per label (None = not measured)."""
+    """Grouped bars: for each series, one value per label (None = not measured); with
+    ``lines``, one line per series over the labels in order (a time series)."""
 
     title: str
     ylabel: str
     labels: Sequence[str]
     series: Mapping[str, Sequence[float | None]]
     log: bool = False
+    lines: bool = False
 
 
 def machine() -> dict[str, Any]:
@@ -52,12 +54,21 @@ def draw(chart: Chart, path: Path) -> None:
             raise ValueError(
                 f"series {name!r}: {len(values)} values for {len(chart.labels)} labels"
             )
-    width = 0.8 / max(1, len(chart.series))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(chart.labels) + 2), 4.0))
-    for i, (name, values) in enumerate(chart.series.items()):
-        xs = [j + (i - (len(chart.series) - 1) / 2) * width for j in range(len(chart.labels))]
-        ax.bar(xs, [v if v is not None else 0.0 for v in values], width, label=name)
-    ax.set_xticks(range(len(chart.labels)), list(chart.labels), rotation=30, ha="right")
+    if chart.lines:
+        fig, ax = plt.subplots(figsize=(9.0, 4.5))
+        for name, values in chart.series.items():
+            ax.plot(range(len(values)), [v if v is not None else float("nan") for v in values],
+                    label=name)  # fmt: skip
+        step = max(1, len(chart.labels) // 10)
+        ticks = list(range(0, len(chart.labels), step))
+        ax.set_xticks(ticks, [chart.labels[t] for t in ticks])
+    else:
+        width = 0.8 / max(1, len(chart.series))
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(chart.labels) + 2), 4.0))
+        for i, (name, values) in enumerate(chart.series.items()):
+            xs = [j + (i - (len(chart.series) - 1) / 2) * width for j in range(len(chart.labels))]
+            ax.bar(xs, [v if v is not None else 0.0 for v in values], width, label=name)
+        ax.set_xticks(range(len(chart.labels)), list(chart.labels), rotation=30, ha="right")
     ax.set_ylabel(chart.ylabel)
     ax.set_title(chart.title)
     if chart.log:

@@ -147,3 +147,32 @@ async def test_openapi_documents_the_event_stream(client: httpx.AsyncClient):
     chat_op = spec["paths"]["/v1/chat"]["post"]
     assert "text/event-stream" in chat_op["responses"]["200"]["content"]
     assert "reference" in chat_op["responses"]["200"]["description"]
+
+
+async def test_the_chat_benchmark_times_both_paths_from_their_own_streams(
+    client: httpx.AsyncClient,
+    chat: Chat,  # noqa: F811
+):
+    """`styleloop bench chat`'s two paths: the gateway's SSE and the llm's gRPC stream, each
+    timed from its own first text and counted from its own finish."""
+    from styleloop.bench.chat import drive, paths_of, scaling_of
+
+    paths = paths_of(client, chat.stub, "bench-u", 12)
+    answers = {}
+    for path, call in paths.items():
+        first, total, tokens = await call(0)
+        assert 0 < first < total, path
+        assert 0 < tokens <= 12, path
+        answers[path] = tokens
+    assert answers["gateway"] == answers["direct gRPC"]  # the same greedy answer either way
+    rows = []
+    for concurrency in (1, 2):
+        figures = await drive(paths["gateway"], 4, concurrency)
+        assert 0 < figures["ttft_p50_ms"] <= figures["ttft_p99_ms"]
+        assert figures["tokens"] > 0 and figures["aggregate_tokens_per_s"] > 0
+        rows.append({"path": "gateway", "concurrency": concurrency, **figures})
+    scaling = scaling_of(rows)
+    assert scaling[("gateway", 1)] == 1.0
+    assert scaling[("gateway", 2)] == pytest.approx(
+        rows[1]["aggregate_tokens_per_s"] / rows[0]["aggregate_tokens_per_s"]
+    )

@@ -25,6 +25,7 @@ from kafka import KafkaConsumer
 from services.gateway.app import create_app
 from services.gateway.config import GatewaySettings
 from styleloop.broker import TansuBroker
+from styleloop.drill import fill, mount_small_disk, unmount
 from styleloop.runtime.producer import DurableProducer
 from styleloop.runtime.spool import QUARANTINED, Spool
 from styleloop.v1 import events_pb2
@@ -359,30 +360,13 @@ def test_the_spool_is_private_and_its_folder_synced(tmp_path: Path, monkeypatch)
 def full_disk(tmp_path: Path) -> AsyncIterator[Path]:
     """A 1 MiB tmpfs: a real filesystem that runs out of space (needs root to mount)."""
     mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a size-limited tmpfs here: {done.stderr.strip()}")
+    why = mount_small_disk(mount, 1)
+    if why is not None:
+        pytest.skip(f"cannot mount a size-limited tmpfs here: {why}")
     try:
         yield mount
     finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(folder: Path) -> Path:
-    """Take every free byte of the filesystem ``folder`` is on; returns the filler."""
-    filler = folder / "filler"
-    with filler.open("wb", buffering=0) as out:
-        try:
-            while True:
-                out.write(b"\0" * 4096)
-        except OSError:
-            pass
-    return filler
+        unmount(mount)
 
 
 async def test_feedback_that_cannot_be_made_durable_is_refused_never_accepted_and_lost(
