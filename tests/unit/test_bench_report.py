@@ -54,11 +54,13 @@ def test_bench_recommender_writes_its_results(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A real (small) run of one benchmark through the CLI, as `make bench` runs it."""
-    code = cli.main(
-        ["bench", "recommender", "--sizes", "500", "--queries", "10", "--results", str(tmp_path)]
-    )
-    assert code == 0
+    argv = ["bench", "recommender", "--sizes", "500", "--queries", "10"]
+    argv += ["--results", str(tmp_path), "--store-dir", str(tmp_path / "store")]
+    assert cli.main(argv) == 0
     record = json.loads((tmp_path / "recommender.json").read_text())
+    (summary,) = record["figures"]["summaries"]
+    assert summary["reused"] is False and summary["disk_mib"] > 0
+    assert 0.02 < summary["filtered_share"] < 0.08  # the "5% filter"
     queries = {row["query"] for row in record["figures"]["rows"]}
     assert queries == {"plain top-10", "filtered top-10", "recommend +2/-2"}
     assert all(
@@ -68,6 +70,12 @@ def test_bench_recommender_writes_its_results(
     assert (tmp_path / "recommender.png").read_bytes()[:8] == PNG_MAGIC
     assert "## recommender" in (tmp_path / "SUMMARY.md").read_text()
     assert "wrote" in capsys.readouterr().out
+    # A second run reopens the collection the first one built, with its build figures.
+    assert cli.main(argv) == 0
+    again = json.loads((tmp_path / "recommender.json").read_text())["figures"]["summaries"][0]
+    assert again["reused"] is True and again["index_s"] == summary["index_s"]
+    assert again["plain_recall_at_10"] == summary["plain_recall_at_10"]
+    assert "reopened" in capsys.readouterr().out
 
 
 def test_bench_all_takes_a_results_folder_and_an_optional_gateway() -> None:
