@@ -27,6 +27,8 @@ def main() -> int:
         log_config=None,  # our JSON logging
         access_log=False,  # requests are counted in /metrics
         timeout_graceful_shutdown=10,
+        http="httptools",  # C parser (the gateway extra installs it); h11 is pure Python
+        loop="uvloop",
     )
     return 0
 

@@ -18,7 +18,7 @@ import re
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -118,7 +118,7 @@ NOT_FOUND: dict[str, Any] = {"model": ErrorBody, "description": "No such item"}
 UNSUPPORTED: dict[str, Any] = {"model": ErrorBody, "description": "Not a JPEG, PNG or WebP"}
 
 
-def query_filter(
+async def query_filter(  # async: FastAPI runs a plain def in its thread pool
     category: Annotated[list[str], Query(max_length=50)] = [],  # noqa: B006
     article_type: Annotated[list[str], Query(max_length=50)] = [],  # noqa: B006
     colour: Annotated[list[str], Query(max_length=50)] = [],  # noqa: B006
@@ -172,6 +172,50 @@ class ApiError(Exception):
 def error_response(status: int, reason: str, message: str, **headers: str) -> JSONResponse:
     body = ErrorBody(reason=reason, message=message, request_id=request_id_var.get() or "")
     return JSONResponse(body.model_dump(), status_code=status, headers=headers or None)
+
+
+class Envelope:
+    """ASGI middleware around every request: its id (the caller's ``X-Request-ID`` when
+    well-formed, else a new one) set for the logs and echoed in the response, the request
+    counted and timed (to the start of its response) by route and status, and an unhandled
+    error answered 500 ``INTERNAL`` with that id. Plain ASGI rather than
+    ``@app.middleware("http")``, whose task and stream per request cost the gateway a
+    measurable share of a short request."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"")
+        text = given.decode("latin-1")
+        request_id = text if REQUEST_ID.match(text) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 0
+
+        async def stamped(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
+                message = {**message, "headers": headers}
+                route = getattr(scope.get("route"), "path", "unmatched")
+                REQUESTS.labels(scope["method"], route, str(status)).inc()
+                LATENCY.labels(scope["method"], route).observe(time.perf_counter() - started)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, stamped)
+        except Exception as exc:
+            log.exception("unhandled error", exc_info=exc)
+            if status:  # the response had started: nothing more can be said on it
+                raise
+            await error_response(500, "INTERNAL", "internal error")(scope, receive, stamped)
+        finally:
+            request_id_var.reset(token)
 
 
 @dataclass
@@ -380,24 +424,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             expose_headers=["X-Request-ID", "Retry-After"],
         )
 
-    @app.middleware("http")
-    async def envelope(request: Request, call_next: Callable[[Request], Awaitable[Response]]):  # type: ignore[no-untyped-def]
-        given = request.headers.get("x-request-id", "")
-        request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
-        token = request_id_var.set(request_id)
-        started = time.perf_counter()
-        try:
-            response: Response = await call_next(request)
-        except Exception as exc:  # noqa: BLE001 - answered, counted and logged with its id
-            log.exception("unhandled error", exc_info=exc)
-            response = error_response(500, "INTERNAL", "internal error")
-        finally:
-            request_id_var.reset(token)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        REQUESTS.labels(request.method, route, str(response.status_code)).inc()
-        LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
-        response.headers["X-Request-ID"] = request_id
-        return response
+    app.add_middleware(Envelope)  # outermost
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -451,9 +478,11 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 **{"Retry-After": str(math.ceil(wait))},
             )
 
-    def caller(request: Request, key: ApiKey) -> str:
+    async def caller(request: Request, key: ApiKey) -> str:
         """Authenticate (constant-time against every configured hash) and rate-limit;
-        failed key checks are rate-limited per client address too."""
+        failed key checks are rate-limited per client address too. Async, though it never
+        waits: FastAPI would run a plain function in its thread pool, a thread hop per
+        request."""
         key = key or ""
         address = request.client.host if request.client else "unknown"
         if key_hashes:
