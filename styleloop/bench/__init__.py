@@ -25,7 +25,8 @@ from typing import Any
 #: What ``styleloop bench all`` runs, in order; those that need a running stack only with
 #: ``--gateway``.
 SELF_CONTAINED = ("encoder", "recommender", "llm")
-AGAINST_A_STACK = ("gateway", "chat", "ingest", "feedback")
+# feedback before ingest: the trainer works through ingest's 60,000 events for a while after.
+AGAINST_A_STACK = ("gateway", "chat", "feedback", "ingest")
 
 
 def run_all(args: argparse.Namespace) -> int:

@@ -82,3 +82,28 @@ def test_exif_orientation_is_applied():
     turned = preprocess_image(decoded, params)
     straight = preprocess_image(upright, params)
     assert np.abs(turned - straight).max() < 1e-5
+
+
+def test_normalising_on_channel_planes_is_bit_for_bit_the_textbook_formula() -> None:
+    """The fast path (in place on [3, H, W]) against (x * rescale - mean) / std on
+    [H, W, 3], transposed: the very same float32 values, not merely close ones."""
+    from styleloop.models.manifest import ImagePreprocessing
+
+    params = ImagePreprocessing(
+        resize_shortest_edge=40,
+        crop_height=32,
+        crop_width=32,
+        resample="bicubic",
+        rescale_factor=1 / 255,
+        mean=(0.481, 0.458, 0.408),
+        std=(0.269, 0.261, 0.276),
+    )
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (50, 45, 3), dtype=np.uint8))
+    ours = preprocess_image(image, params)
+    resized = image.resize((40, 44), Image.Resampling.BICUBIC).crop((4, 6, 36, 38))
+    scaled = np.asarray(resized, dtype=np.float32) * np.float32(params.rescale_factor)
+    mean, std = np.asarray(params.mean, np.float32), np.asarray(params.std, np.float32)
+    textbook = ((scaled - mean) / std).transpose(2, 0, 1)
+    assert ours.dtype == np.float32 and ours.flags["C_CONTIGUOUS"]
+    assert np.array_equal(ours, textbook)
