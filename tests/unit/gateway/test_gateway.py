@@ -515,3 +515,21 @@ def test_rate_limit_buckets_are_bounded_and_idle_ones_dropped(monkeypatch):
     for _ in range(10):
         assert limiter.take("ip:busy") == 0
     assert limiter.take("ip:busy") > 0  # a busy caller is still limited
+
+
+async def test_the_gateway_benchmark_drives_both_paths_of_each_search(gateway: Gateway):
+    """`styleloop bench gateway`'s calls answer 200 through the gateway and over gRPC: a
+    photo upload (PNG here, JPEG from the catalog) and a text query."""
+    from styleloop.bench.gateway import _image_type, _paths, drive
+
+    images = [image for _, image in gateway.rows[:4]]
+    assert _image_type(images[0]) == "image/png"
+    assert _image_type(b"\xff\xd8\xff\xe0rest") == "image/jpeg"
+    async with grpc.aio.insecure_channel(gateway.settings.recommender_addr) as channel:
+        stub = recommender_pb2_grpc.RecommenderServiceStub(channel)
+        paths = _paths(gateway.client, stub, "bench-u", images)
+        for operation in ("text search", "photo search"):
+            for path, call in paths[operation].items():
+                figures = await drive(call, 6, 2)
+                assert figures["requests_per_s"] > 0, (operation, path)
+                assert 0 < figures["p50_ms"] <= figures["p99_ms"], (operation, path)
