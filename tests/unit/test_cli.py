@@ -21,7 +21,7 @@ def test_sizes_accept_plain_and_suffixed_counts(text: str, sizes: list[int]) -> 
 
 def test_default_sizes_match_the_help() -> None:
     parser = cli.build_parser()
-    assert parser.parse_args(["bench", "recommender"]).sizes == [1_000, 10_000, 100_000]
+    assert parser.parse_args(["bench", "recommender"]).sizes == [10_000, 100_000, 1_000_000]
 
 
 @pytest.mark.parametrize(

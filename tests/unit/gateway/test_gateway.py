@@ -519,12 +519,13 @@ def test_rate_limit_buckets_are_bounded_and_idle_ones_dropped(monkeypatch):
 
 async def test_the_gateway_benchmark_drives_both_paths_of_each_search(gateway: Gateway):
     """`styleloop bench gateway`'s calls answer 200 through the gateway and over gRPC: a
-    photo upload (PNG here, JPEG from the catalog) and a text query."""
+    photo upload (with its content type from the bytes) and a text query."""
     from styleloop.bench.gateway import _image_type, _paths, drive
 
     images = [image for _, image in gateway.rows[:4]]
-    assert _image_type(images[0]) == "image/png"
+    assert _image_type(b"\x89PNG\r\n\x1a\nrest") == "image/png"
     assert _image_type(b"\xff\xd8\xff\xe0rest") == "image/jpeg"
+    assert _image_type(b"RIFF\0\0\0\0WEBPrest") == "image/webp"
     async with grpc.aio.insecure_channel(gateway.settings.recommender_addr) as channel:
         stub = recommender_pb2_grpc.RecommenderServiceStub(channel)
         paths = _paths(gateway.client, stub, "bench-u", images)
