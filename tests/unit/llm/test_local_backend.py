@@ -70,6 +70,30 @@ async def test_the_system_message_is_read_once_and_answers_do_not_change(
     assert not plain._prefixes
 
 
+async def test_a_prompt_is_read_without_the_logits_of_all_but_its_last_token(
+    backend: LocalBackend,
+):
+    """The vocabulary projection of every prompt token but the last is wasted work (a
+    quarter of Qwen2.5-0.5B's weights): the prefill asks for the last position only, and
+    the answers are the same as with every position's logits."""
+    shapes: list[tuple[int, ...]] = []
+    forward = backend._forward
+
+    def spy(chats, **inputs):
+        out = forward(chats, **inputs)
+        shapes.append((inputs["input_ids"].shape[1], *out.logits.shape))
+        return out
+
+    backend._forward = spy  # type: ignore[method-assign]
+    last_only = [await collect(backend, request(q)) for q in QUESTIONS]
+    prompts = [s for s in shapes if s[0] > 1]  # the prompt reads, not the decode steps
+    assert prompts and all(s[2] == 1 for s in prompts), prompts
+    backend._last_logits = {}
+    backend._prefixes.clear()
+    every = [await collect(backend, request(q)) for q in QUESTIONS]
+    assert [t for t, _ in last_only] == [t for t, _ in every]
+
+
 async def test_a_cancelled_chat_stops_generating_and_frees_its_slot(backend: LocalBackend):
     long = request(QUESTIONS[0], tokens=400)
     stream = backend.generate(long)
