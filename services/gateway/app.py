@@ -23,11 +23,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args, get_origin
 
 import grpc
 from fastapi import APIRouter, Depends, FastAPI, File, Query, Request, UploadFile
 from fastapi import Path as PathParam
+from fastapi.dependencies.utils import get_flat_params
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
@@ -147,6 +148,38 @@ async def query_filter(  # async: FastAPI runs a plain def in its thread pool
 
 
 FilterQuery = Annotated[ItemFilter, Depends(query_filter)]
+
+
+def single_valued(route: Any) -> frozenset[str]:
+    """The query parameters of ``route`` that take one value (not a list), its
+    dependencies' included; worked out once per route."""
+    names = getattr(route, "styleloop_single_valued", None)
+    if names is None:
+        names = frozenset(
+            p.alias
+            for p in get_flat_params(route.dependant)
+            if p.field_info.in_.value == "query"  # type: ignore[attr-defined]
+            and not any(
+                get_origin(a) is list
+                for a in (p.field_info.annotation, *get_args(p.field_info.annotation))
+            )
+        )
+        route.styleloop_single_valued = names
+    return names  # type: ignore[no-any-return]
+
+
+async def one_value_each(request: Request) -> None:
+    """400 for a one-value query parameter given more than once (``?max_price=1&max_price=2``):
+    the schema says it is a number, not a list, and FastAPI would quietly keep the last."""
+    if not request.scope.get("query_string"):
+        return
+    params = request.query_params
+    for name in single_valued(request.scope["route"]):
+        given = len(params.getlist(name))
+        if given > 1:
+            raise ApiError(400, "INVALID_REQUEST", f"{name}: one value expected, given {given}")
+
+
 PageSize = Annotated[int, Query(ge=1, le=100)]
 PageToken = Annotated[str, Query(max_length=200)]
 UserQuery = Annotated[str, Query(max_length=128, pattern=r"^[A-Za-z0-9._:\-]*$")]
@@ -499,7 +532,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         limit(identity)
         return identity
 
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(caller)])
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(caller), Depends(one_value_each)])
 
     def backends(request: Request) -> Backends:
         return request.app.state.backends  # type: ignore[no-any-return]

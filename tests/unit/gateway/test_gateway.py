@@ -445,6 +445,16 @@ async def test_contract_details_an_app_relies_on(tmp_path: Path):
         assert_error(await client.post("/v1/search/text", json=in_stock), 400, "INVALID_REQUEST")
         blank = await client.post("/v1/search/text", json={"query": "   "})
         assert_error(blank, 400, "INVALID_REQUEST")
+        # A one-value parameter given twice is refused, not quietly read as its last value
+        # (a schemathesis find); list parameters repeat as documented and reach the service.
+        for query in ("max_price=null&max_price=0.0", "brand=&max_values=1&max_values=2"):
+            twice = await client.get(f"/v1/facets?{query}")
+            assert_error(twice, 400, "INVALID_REQUEST")
+            assert "one value expected, given 2" in twice.json()["message"]
+        repeated_list = await client.get("/v1/facets?brand=Puma&brand=Nike&max_price=9")
+        assert_error(repeated_list, 503, "UNAVAILABLE")
+        page_twice = await client.get("/v1/items/x/similar?page_size=1&page_size=2")
+        assert_error(page_twice, 400, "INVALID_REQUEST")
         # A service that cannot be reached: no internal address reaches the app.
         unreachable = await client.get("/v1/items/x")
         assert_error(unreachable, 503, "UNAVAILABLE")
