@@ -78,7 +78,9 @@ def register(commands: Any) -> None:
     parser.add_argument("--rank", type=int, default=8, help="LoRA rank of a fresh adapter (8)")
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--beta", type=float, default=0.1, help="DPO beta (0.1)")
-    parser.add_argument("--max-length", type=int, default=384, help="tokens per sequence (384)")
+    parser.add_argument(
+        "--max-length", type=int, default=512, help="tokens per pair; longer ones sit out (512)"
+    )
     parser.add_argument("--max-minutes", type=float, default=20.0, help="stop by then (20)")
     parser.add_argument("--min-gain", type=float, default=0.05, help="publish threshold")
     parser.add_argument(

@@ -87,7 +87,10 @@ class TrainerSettings(ServiceSettings):
     round_learning_rate: float = Field(default=1e-4, gt=0)
     round_beta: float = Field(default=0.1, gt=0, description="DPO's beta.")
     round_max_length: int = Field(
-        default=384, ge=16, description="Tokens per sequence (a 5-card prompt is ~270)."
+        default=512,
+        ge=16,
+        description="Tokens per pair (prompt + answer; a 10-card prompt with history is "
+        "up to ~400); longer pairs sit the round out.",
     )
     round_max_minutes: float = Field(default=20.0, gt=0, description="A round stops by then.")
     round_min_gain: float = Field(

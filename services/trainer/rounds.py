@@ -9,8 +9,10 @@ generation prompt), and each answer is followed by the end-of-text token.
 
 CPU-friendly by default: float32 (bf16 autocast on CPU trains slower here and loses
 precision), no gradient checkpointing (TRL turns it on by default; it only saves memory),
-``max_length`` 384 (TRL's default is 1024; the served 5-card prompt is ~270 tokens, and a
-prompt at the limit would be dropped), small rank, bounded steps and minutes.
+``max_length`` 512 (TRL's default is 1024; a served 10-card prompt with the shopper's
+history is up to ~400 tokens; a pair longer than that is left out of training, since TRL
+would cut its answer off or drop it, and a round none of whose pairs fits says so), small
+rank, bounded steps and minutes.
 
 **Preference accuracy** (the gate): the share of held-out pairs for which the model gives
 the chosen answer a higher log-likelihood than the rejected one, given the prompt — the
@@ -48,7 +50,7 @@ class RoundSettings:
     rank: int = 8
     learning_rate: float = 1e-4
     beta: float = 0.1
-    max_length: int = 384
+    max_length: int = 512
     max_minutes: float = 20.0
     min_gain: float = 0.05
     min_margin_gain: float = 1.0
@@ -129,7 +131,6 @@ def run_round(
     from trl import DPOConfig, DPOTrainer  # type: ignore[attr-defined]
 
     from services.llm.adapters import AdapterInfo, AdapterRegistry, publish
-    from services.llm.backends.local import render_prompt
     from styleloop.models.manifest import load_manifest
 
     round_id = f"dpo-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{random.randrange(16**4):04x}"
@@ -151,6 +152,24 @@ def run_round(
     tokenizer = AutoTokenizer.from_pretrained(llm_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    rows, too_long = fitting_rows(tokenizer, train, settings.max_length)
+    if not rows:
+        return RoundResult(
+            round_id,
+            parent,
+            False,
+            "",
+            f"none of the {len(train)} training pairs fits in {settings.max_length} tokens "
+            f"(prompt and answer; the shortest needs {min(too_long)}): raise ROUND_MAX_LENGTH",
+            pair_ids=pair_ids,
+        )
+    if too_long:
+        log.warning(
+            "%d of %d training pairs are longer than max_length and sit this round out",
+            len(too_long),
+            len(train),
+            extra={"max_length": settings.max_length, "longest": max(too_long)},
+        )
     base: Any = AutoModelForCausalLM.from_pretrained(llm_dir, dtype=torch.float32)
     registry = AdapterRegistry(adapters_dir)
     if parent:
@@ -166,16 +185,7 @@ def run_round(
     started = time.monotonic()
     before, before_margin = preference_accuracy(model, tokenizer, held_out, settings.max_length)
 
-    dataset = Dataset.from_list(
-        [
-            {
-                "prompt": render_prompt(tokenizer, messages_of(p)),
-                "chosen": str(p["chosen"]),
-                "rejected": str(p["rejected"]),
-            }
-            for p in train
-        ]
-    )
+    dataset = Dataset.from_list(rows)
     logged: list[dict[str, float]] = []
 
     class Bounded(TrainerCallback):  # type: ignore[misc]
@@ -240,7 +250,8 @@ def run_round(
             "preference_accuracy_after": round(after, 4),
             "loglik_margin_before": round(before_margin, 4),
             "loglik_margin_after": round(after_margin, 4),
-            "train_pairs": float(len(train)),
+            "train_pairs": float(len(rows)),
+            "train_pairs_too_long": float(len(too_long)),
             "held_out_pairs": float(len(held_out)),
             "steps": steps,
             "minutes": round((time.monotonic() - started) / 60, 2),
@@ -270,6 +281,32 @@ def run_round(
         )
     reason = f"{why}: published"
     return RoundResult(round_id, parent, True, info.adapter_id, reason, metrics, pair_ids)
+
+
+def fitting_rows(
+    tokenizer: Any, pairs: Sequence[Mapping[str, Any]], max_length: int
+) -> tuple[list[dict[str, str]], list[int]]:
+    """TRL's rows (prompt rendered as served, chosen, rejected) of the pairs whose prompt
+    and longer answer, with its end-of-text token, fit in ``max_length`` tokens; and the
+    lengths of those that do not."""
+    from services.llm.backends.local import render_prompt
+
+    rows, too_long = [], []
+    for pair in pairs:
+        prompt = render_prompt(tokenizer, messages_of(pair))
+        chosen, rejected = str(pair["chosen"]), str(pair["rejected"])
+        needed = (
+            len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+            + 1
+            + max(
+                len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in (chosen, rejected)
+            )
+        )
+        if needed > max_length:
+            too_long.append(needed)
+        else:
+            rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+    return rows, too_long
 
 
 def beats_serving(

@@ -83,6 +83,25 @@ def test_a_round_that_does_not_gain_enough_leaves_the_serving_adapter(
     assert registry.list() == [] and registry.read_active() == ""
 
 
+def test_pairs_longer_than_max_length_sit_the_round_out_and_none_fitting_is_said(
+    tiny_models: Path, tmp_path: Path
+):
+    # A shopper's long history (many cards) makes a prompt the limit cannot hold: TRL
+    # would cut its answer off, or drop it, and a round of nothing but those crashed.
+    long = pairs(4, 2, 200)
+    for p in long:
+        p["prompt"][1]["content"] += "\n<history>" + " rejected: Red Puma Tshirt;" * 60
+    settings = RoundSettings(steps=2, learning_rate=1e-2, min_gain=0.0, max_length=128)
+    nothing = run_round(tiny_models, tmp_path, long, pairs(4, 1, 100), settings)
+    assert not nothing.published and "none of the 4 training pairs fits in 128 tokens" in (
+        nothing.reason
+    )
+    assert AdapterRegistry(tmp_path).list() == []
+    mixed = run_round(tiny_models, tmp_path, long + pairs(6, 0), pairs(4, 1, 100), settings)
+    assert mixed.published, mixed.reason
+    assert mixed.metrics["train_pairs"] == 6 and mixed.metrics["train_pairs_too_long"] == 4
+
+
 def test_preference_accuracy_is_the_share_of_pairs_whose_chosen_answer_is_likelier(
     tiny_models: Path,
 ):
