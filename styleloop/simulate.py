@@ -25,6 +25,18 @@ round::
 ``--no-dpo-wait`` on a stack whose rounds never start (``ROUND_MIN_PAIRS=100000``) is the
 control: the same shoppers with their history in the prompt and no training.
 
+The trainer starts a round when enough pairs have arrived, which is while shoppers are
+still asking: on two cores a round and the chats then share the CPU (a round cut at
+``ROUND_MAX_MINUTES``, 40–80 s a question). ``--train`` measures on a machine like that:
+the stack's own rounds are off (``ROUND_MIN_PAIRS=1000000``) and simulate runs each round
+itself between question rounds, on the trainer's ledger (every pair so far, its own
+held-out split) with the trainer's :func:`~services.trainer.rounds.run_round` (the code of
+``styleloop train dpo``: the same held-out gate; published adapters serve through the
+registry's ``active.json``; the trainer's chat evaluation of a candidate is not run)::
+
+    PERSONALISE=false ROUND_MIN_PAIRS=1000000 make up
+    .venv/bin/styleloop simulate --catalog ../shared/data --shoppers 14 --rounds 4 --train
+
 With the immediate path on (the default stack), "shown again" must stay 0.
 Everything is bounded: shoppers, questions, rounds and the wait for each DPO round.
 """
@@ -83,6 +95,7 @@ class RoundReport:
     adapters: dict[str, int] = field(default_factory=dict)
     errors: int = 0
     seconds: float = 0.0
+    training: dict[str, Any] = field(default_factory=dict)  # the round trained after it
 
     @property
     def rejection_rate(self) -> float:
@@ -165,6 +178,7 @@ def run(
     progress: bool,
     dpo: bool = True,
     on_round: Any = None,
+    train_round: Any = None,
 ) -> list[RoundReport]:
     from tqdm import tqdm
 
@@ -231,13 +245,60 @@ def run(
                 round_timeout_s,
                 f"the trainer did not consume round {number}'s {sent} events",
             )
-            if dpo:
+            if train_round is not None:
+                report.training = train_round(number)
+                if on_round is not None:
+                    on_round(reports)
+            elif dpo:
                 wait(
                     lambda done=before: rounds_done(trainer_metrics) > done,
                     round_timeout_s,
                     f"no DPO round finished after round {number}",
                 )
     return reports
+
+
+def round_trainer(args: argparse.Namespace) -> Any:
+    """``--train``: one DPO round on every pair the trainer's ledger holds, from the
+    serving adapter, with the trainer's own code; published ones serve."""
+
+    def train(number: int) -> dict[str, Any]:
+        from services.llm.adapters import AdapterRegistry
+        from services.trainer.ledger import Ledger
+        from services.trainer.rounds import RoundSettings, run_round
+
+        ledger = Ledger(args.trainer_state_dir)
+        try:
+            train_pairs = [p.as_json() for p in ledger.pairs("train")]
+            held = [p.as_json() for p in ledger.pairs("eval")]
+        finally:
+            ledger.close()
+        parent = AdapterRegistry(args.adapters_dir).read_active()
+        started = time.monotonic()
+        result = run_round(
+            args.models_dir,
+            args.adapters_dir,
+            train_pairs,
+            held,
+            RoundSettings(steps=args.steps, max_minutes=60.0, seed=args.seed + number),
+            parent=parent,
+            progress=not args.no_progress,
+            activate=True,
+        )
+        if result.published:
+            time.sleep(args.adapter_poll_s + 1)  # the llm reads active.json again
+        return {
+            "train_pairs": len(train_pairs),
+            "held_out_pairs": len(held),
+            "parent": parent,
+            "published": result.published,
+            "adapter_id": result.adapter_id,
+            "reason": result.reason,
+            "metrics": result.metrics,
+            "minutes": round((time.monotonic() - started) / 60, 2),
+        }
+
+    return train
 
 
 def show(reports: Sequence[RoundReport], shoppers: Sequence[Shopper], path: Path | None) -> None:
@@ -252,6 +313,14 @@ def show(reports: Sequence[RoundReport], shoppers: Sequence[Shopper], path: Path
             f"{r.round:5}  {r.questions:9}  {r.recommended:11}  {r.rejected:8}  "
             f"{r.rejection_rate:5.1%}  {change:>10}  {r.shown_again:11}  {adapter}\n"
         )
+    for r in reports:
+        if r.training:
+            t = r.training
+            out.write(
+                f"after round {r.round}: {t['train_pairs']} / {t['held_out_pairs']} pairs, "
+                f"{'published' if t['published'] else 'kept'} ({t['reason']}), "
+                f"{t['minutes']:.1f} min\n"
+            )
     out.write("tastes: " + ", ".join(sorted({str(s.taste) for s in shoppers})) + "\n")
     out.flush()
     if path is not None:
@@ -289,6 +358,32 @@ def register(commands: Any) -> None:
         action="store_true",
         help="between rounds wait only for the trainer to consume the events, not to train",
     )
+    parser.add_argument(
+        "--train",
+        action="store_true",
+        help="run each DPO round here, between question rounds, on the trainer's ledger "
+        "(the stack's own rounds off: ROUND_MIN_PAIRS=1000000)",
+    )
+    parser.add_argument(
+        "--trainer-state-dir",
+        type=Path,
+        default=Path(".styleloop/stack/trainer"),
+        help="with --train: the trainer's STATE_DIR (its ledger of pairs)",
+    )
+    parser.add_argument(
+        "--adapters-dir",
+        type=Path,
+        default=Path(".styleloop/stack/adapters"),
+        help="with --train: the registry the llm serves from",
+    )
+    parser.add_argument("--models-dir", type=Path, default=Path(".models/offline"))
+    parser.add_argument("--steps", type=int, default=16, help="with --train: DPO steps (16)")
+    parser.add_argument(
+        "--adapter-poll-s",
+        type=float,
+        default=5.0,
+        help="with --train: the llm's ADAPTER_POLL_S, waited after a round publishes",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the report as JSON")
@@ -312,6 +407,14 @@ def register(commands: Any) -> None:
         except CatalogError as exc:
             sys.stderr.write(f"styleloop simulate: {exc}\n")
             return 2
+        if args.steps < 1:
+            sys.stderr.write("styleloop simulate: --steps must be >= 1\n")
+            return 2
+        if args.train and not (args.trainer_state_dir / "trainer.sqlite3").is_file():
+            sys.stderr.write(
+                f"styleloop simulate: --train: no trainer ledger in {args.trainer_state_dir}\n"
+            )
+            return 2
         shoppers = shoppers_for(rows, args.shoppers, args.rounds, args.questions, args.seed)
         with httpx.Client(base_url=args.gateway, timeout=300) as client:
             try:
@@ -331,6 +434,7 @@ def register(commands: Any) -> None:
                 max_new_tokens=args.max_new_tokens,
                 progress=not args.no_progress,
                 dpo=not args.no_dpo_wait,
+                train_round=round_trainer(args) if args.train else None,
                 # Each round's figures as soon as it ends (a long run can be stopped).
                 on_round=lambda done: show(done, shoppers, args.json),
             )

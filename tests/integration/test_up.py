@@ -348,11 +348,17 @@ def test_up_runs_the_whole_stack_end_to_end(tiny_models: Path, drawn_catalog: Pa
 
         # Scripted shoppers: with the immediate path on (the trainer applies every
         # rejection), an item a shopper rejected in round 0 is never shown to them again.
+        # With --train, simulate runs a DPO round itself between the two question rounds,
+        # on the pairs the trainer made of round 0's answers and feedback.
         simulated = tmp_path / "simulate.json"
+        stack = tmp_path / "stack"
         sim = run_cli(
             "simulate", "--catalog", str(drawn_catalog), "--gateway", url,
-            "--trainer-metrics", metrics_url, "--no-dpo-wait", "--round-timeout-s", "60",
+            "--trainer-metrics", metrics_url, "--round-timeout-s", "60",
             "--shoppers", "3", "--questions", "2", "--rounds", "2",
+            "--train", "--trainer-state-dir", str(stack / "trainer"),
+            "--adapters-dir", str(stack / "adapters"), "--models-dir", str(tiny_models),
+            "--steps", "2", "--adapter-poll-s", "5",
             "--max-new-tokens", "8", "--json", str(simulated), "--no-progress",
         )  # fmt: skip
         assert sim.returncode == 0, sim.stderr
@@ -361,6 +367,13 @@ def test_up_runs_the_whole_stack_end_to_end(tiny_models: Path, drawn_catalog: Pa
         assert [r["questions"] for r in rounds] == [6, 6] and rounds[0]["recommended"] > 0
         # Someone's taste was violated, so the check below is a real one.
         assert rounds[0]["rejected"] > 0, sim.stdout
+        training = rounds[0]["training"]
+        assert "after round 0:" in sim.stdout and not rounds[1]["training"]
+        assert training["train_pairs"] + training["held_out_pairs"] > 0, training
+        if training["published"]:  # round 1's answers came from the new adapter
+            assert rounds[1]["adapters"] == {training["adapter_id"]: 6}, rounds
+        else:
+            assert training["reason"] and rounds[1]["adapters"] == rounds[0]["adapters"]
         wait_for(lambda: consumed(metrics_url).get("applied", 0) >= 2 + rounds[0]["rejected"], 60)
         assert all(r["shown_again"] == 0 for r in rounds), rounds
 
