@@ -10,18 +10,14 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
+
+from styleloop.commands import adapters_dir_argument
 
 
 def register(commands: Any) -> None:
     parser = commands.add_parser("adapters", help="list, show and activate LoRA adapters")
-    parser.add_argument(
-        "--adapters-dir",
-        type=Path,
-        default=Path(".styleloop/stack/adapters"),
-        help="the registry (default: the local stack's)",
-    )
+    adapters_dir_argument(parser)
     sub = parser.add_subparsers(dest="adapters_command", required=True, metavar="WHAT")
     sub.add_parser("list", help="every adapter, newest first; * marks the active one")
     show = sub.add_parser("show", help="one adapter's base model, parent and metrics")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import Any
 
 
@@ -34,4 +35,25 @@ def gateway_argument(parser: argparse.ArgumentParser) -> None:
         "--gateway",
         default="http://127.0.0.1:8080",
         help="a running stack's gateway (default http://127.0.0.1:8080, make up's)",
+    )
+
+
+def adapters_dir_argument(parser: argparse.ArgumentParser) -> None:
+    """``--adapters-dir``: the llm's LoRA adapter registry (the local stack's by default)."""
+    parser.add_argument(
+        "--adapters-dir",
+        type=Path,
+        default=Path(".styleloop/stack/adapters"),
+        help="the adapter registry the llm serves from (default: the local stack's)",
+    )
+
+
+def trainer_state_argument(parser: argparse.ArgumentParser, flag: str = "--state-dir") -> None:
+    """The trainer's ``STATE_DIR``, which holds its ledger of pairs (the local stack's by
+    default)."""
+    parser.add_argument(
+        flag,
+        type=Path,
+        default=Path(".styleloop/stack/trainer"),
+        help="the trainer's STATE_DIR, its ledger of pairs (default: the local stack's)",
     )

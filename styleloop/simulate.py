@@ -55,7 +55,12 @@ from pathlib import Path
 from typing import Any
 
 from styleloop.chat_questions import Question, _plural
-from styleloop.commands import add_command, gateway_argument
+from styleloop.commands import (
+    adapters_dir_argument,
+    add_command,
+    gateway_argument,
+    trainer_state_argument,
+)
 
 
 @dataclass(frozen=True)
@@ -364,18 +369,8 @@ def register(commands: Any) -> None:
         help="run each DPO round here, between question rounds, on the trainer's ledger "
         "(the stack's own rounds off: ROUND_MIN_PAIRS=1000000)",
     )
-    parser.add_argument(
-        "--trainer-state-dir",
-        type=Path,
-        default=Path(".styleloop/stack/trainer"),
-        help="with --train: the trainer's STATE_DIR (its ledger of pairs)",
-    )
-    parser.add_argument(
-        "--adapters-dir",
-        type=Path,
-        default=Path(".styleloop/stack/adapters"),
-        help="with --train: the registry the llm serves from",
-    )
+    trainer_state_argument(parser, "--trainer-state-dir")
+    adapters_dir_argument(parser)
     parser.add_argument("--models-dir", type=Path, default=Path(".models/offline"))
     parser.add_argument("--steps", type=int, default=16, help="with --train: DPO steps (16)")
     parser.add_argument(

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from styleloop.commands import add_command
+from styleloop.commands import adapters_dir_argument, add_command, trainer_state_argument
 
 
 def read_pairs(path: Path, eval_percent: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -66,12 +66,7 @@ def register(commands: Any) -> None:
     )
     parser.add_argument("--pairs", type=Path, required=True, help="JSON lines of pairs")
     parser.add_argument("--models-dir", type=Path, default=Path(".models/offline"))
-    parser.add_argument(
-        "--adapters-dir",
-        type=Path,
-        default=Path(".styleloop/stack/adapters"),
-        help="the registry the llm serves from (default: the local stack's)",
-    )
+    adapters_dir_argument(parser)
     parser.add_argument("--parent", default="", help="start from this adapter ('base': none)")
     parser.add_argument("--steps", type=int, default=8, help="DPO steps (8)")
     parser.add_argument("--batch-size", type=int, default=2, help="pairs per step (2)")
@@ -174,12 +169,7 @@ def register_pairs(commands: Any) -> None:
         "export",
         help="write the ledger's pairs as JSON lines (the input of `train dpo --pairs`)",
     )
-    export.add_argument(
-        "--state-dir",
-        type=Path,
-        default=Path(".styleloop/stack/trainer"),
-        help="the trainer's STATE_DIR (default: the local stack's)",
-    )
+    trainer_state_argument(export)
     export.add_argument("--out", type=Path, required=True)
     export.add_argument("--split", choices=["train", "eval"], help="only this split")
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from styleloop.chat_questions import Question, build_questions
-from styleloop.commands import add_command
+from styleloop.commands import adapters_dir_argument, add_command
 
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
@@ -231,12 +231,7 @@ def register(commands: Any) -> None:
     )
     parser.add_argument("--catalog", type=Path, help="catalog (default $STYLELOOP_DATA_DIR)")
     parser.add_argument("--models-dir", type=Path, default=Path(".models/offline"))
-    parser.add_argument(
-        "--adapters-dir",
-        type=Path,
-        default=Path(".styleloop/stack/adapters"),
-        help="the registry the llm serves from (default: the local stack's)",
-    )
+    adapters_dir_argument(parser)
     parser.add_argument("--steps", type=int, default=30, help="optimizer steps (30)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--rank", type=int, default=8, help="LoRA rank (8)")
