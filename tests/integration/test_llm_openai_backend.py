@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from services.llm.backends.openai import OpenAIBackend
 from services.llm.cards import CardItem, build_messages
 from services.llm.config import LlmSettings
 from services.llm.grounding import CITATION, CitationState
+from styleloop.broker import wait_listening
 from styleloop.processes import spawn, stop
 from tests.conftest import free_ports
 
@@ -38,15 +38,12 @@ def server(tiny_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2):
-                    break
-            except OSError:
-                assert process.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.5)
+        try:  # uvicorn listens once the app has started
+            wait_listening(process, port, 120, "transformers serve")
+        except RuntimeError as exc:
+            pytest.fail(f"{exc}\n{log.read_text()}")
+        with urllib.request.urlopen(f"{url}/health", timeout=10) as reply:
+            assert reply.status == 200, log.read_text()
         yield url
     finally:
         stop(process, 20)
