@@ -58,7 +58,10 @@ def test_a_child_gets_sigterm_when_its_parent_is_killed() -> None:
             print("SIGTERM", flush=True)
             sys.exit(0)
         signal.signal(signal.SIGTERM, done)
-        print("ready", flush=True)
+        # One write per line: print() writes the text and its newline apart when stdout
+        # is unbuffered (PYTHONUNBUFFERED), and the other process's line could land between.
+        sys.stdout.write("ready\\n")
+        sys.stdout.flush()
         threading.Event().wait()
     """)
     parent_code = textwrap.dedent(f"""
@@ -70,7 +73,8 @@ def test_a_child_gets_sigterm_when_its_parent_is_killed() -> None:
         for _ in range(4):
             threading.Thread(target=churn, daemon=True).start()
         child = spawn([sys.executable, "-c", {child_code!r}])
-        print(child.pid, flush=True)
+        sys.stdout.write(str(child.pid) + "\\n")
+        sys.stdout.flush()
         threading.Event().wait()
     """)
     parent = subprocess.Popen(
