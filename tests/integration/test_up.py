@@ -355,7 +355,7 @@ def test_up_runs_the_whole_stack_end_to_end(tiny_models: Path, drawn_catalog: Pa
         sim = run_cli(
             "simulate", "--catalog", str(drawn_catalog), "--gateway", url,
             "--trainer-metrics", metrics_url, "--round-timeout-s", "60",
-            "--shoppers", "3", "--questions", "2", "--rounds", "2",
+            "--shoppers", "3", "--questions", "4", "--rounds", "2",
             "--train", "--trainer-state-dir", str(stack / "trainer"),
             "--adapters-dir", str(stack / "adapters"), "--models-dir", str(tiny_models),
             "--steps", "2", "--adapter-poll-s", "5",
@@ -364,14 +364,15 @@ def test_up_runs_the_whole_stack_end_to_end(tiny_models: Path, drawn_catalog: Pa
         assert sim.returncode == 0, sim.stderr
         assert "rate" in sim.stdout and "shown again" in sim.stdout
         rounds = json.loads(simulated.read_text())["rounds"]
-        assert [r["questions"] for r in rounds] == [6, 6] and rounds[0]["recommended"] > 0
-        # Someone's taste was violated, so the check below is a real one.
+        assert [r["questions"] for r in rounds] == [12, 12] and rounds[0]["recommended"] > 0
+        # Someone's taste was violated, so the check below is a real one (4 questions each:
+        # with 2, the tiny model's 6 citations once violated no taste).
         assert rounds[0]["rejected"] > 0, sim.stdout
         training = rounds[0]["training"]
         assert "after round 0:" in sim.stdout and not rounds[1]["training"]
         assert training["train_pairs"] + training["held_out_pairs"] > 0, training
         if training["published"]:  # round 1's answers came from the new adapter
-            assert rounds[1]["adapters"] == {training["adapter_id"]: 6}, rounds
+            assert rounds[1]["adapters"] == {training["adapter_id"]: 12}, rounds
         else:
             assert training["reason"] and rounds[1]["adapters"] == rounds[0]["adapters"]
         wait_for(lambda: consumed(metrics_url).get("applied", 0) >= 2 + rounds[0]["rejected"], 60)
