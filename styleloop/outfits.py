@@ -46,6 +46,7 @@ from services.recommender.outfits import (
     SCORER_META,
     SLOTS,
     OutfitScorer,
+    item_features,
     load_scorer,
     save_scorer,
 )
@@ -323,8 +324,19 @@ def random_scores(seed: int) -> FitbScorer:
     return score
 
 
-def served(scorer: OutfitScorer) -> FitbScorer:
-    return scorer.score
+@dataclass(frozen=True)
+class Method:
+    """A way to score FITB candidates and outfits, and the item features it reads (by item
+    name; None: the name's text vector)."""
+
+    score: FitbScorer
+    features: Callable[[str], np.ndarray] | None = None
+
+
+def served(scorer: OutfitScorer, vectors: TextVectors) -> Method:
+    """The scorer as the recommender serves it: its features are the name's text vector and
+    the name's words (the catalog's title)."""
+    return Method(scorer.score, lambda name: scorer.features(vectors[name], name))
 
 
 def outfit_score(method: FitbScorer, items: Sequence[tuple[str, np.ndarray]]) -> float:
@@ -345,7 +357,7 @@ def auc(real: Sequence[float], fake: Sequence[float]) -> float:
 
 
 def evaluate(
-    methods: Mapping[str, FitbScorer],
+    methods: Mapping[str, FitbScorer | Method],
     outfits: Sequence[Outfit],
     vectors: TextVectors,
     seed: int,
@@ -354,16 +366,23 @@ def evaluate(
     questions = fitb_questions(outfits, seed)
     fakes = fake_outfits(outfits, seed)
     # Candidates and fake outfits are drawn from these outfits' items: one embed covers all.
-    vectors.embed(n for o in outfits for _, n in o.items)
-
-    def vec(items: Iterable[tuple[str, str]]) -> list[tuple[str, np.ndarray]]:
-        return [(s, vectors[n]) for s, n in items]
+    names = sorted({n for o in outfits for _, n in o.items})
+    vectors.embed(names)
 
     results = {}
-    for name, method in methods.items():
+    for name, entry in methods.items():
+        method = entry.score if isinstance(entry, Method) else entry
+        get = entry.features if isinstance(entry, Method) else None
+        table = {n: get(n) if get is not None else vectors[n] for n in names}
+
+        def vec(
+            items: Iterable[tuple[str, str]], table: Mapping[str, np.ndarray] = table
+        ) -> list[tuple[str, np.ndarray]]:
+            return [(s, table[n]) for s, n in items]
+
         right = 0
         for q in questions:
-            scores = method(vec(q.context), q.slot, np.stack([vectors[c] for c in q.candidates]))
+            scores = method(vec(q.context), q.slot, np.stack([table[c] for c in q.candidates]))
             right += int(scores[0] > max(scores[1:]))
         real = [outfit_score(method, vec(o.items)) for o in outfits]
         fake = [outfit_score(method, vec(f)) for f in fakes]
@@ -390,6 +409,9 @@ class TrainConfig:
     keep: float = 0.75  # each context item is kept with this probability while training
     batch: int = 128
     seed: int = 0
+    # Each item's words hashed into this many buckets beside its text vector (0: none).
+    word_buckets: int = 1024
+    word_weight: float = 1.5
 
 
 def train_scorer(
@@ -409,7 +431,11 @@ def train_scorer(
     vectors.embed(n for o in [*train, *tune] for _, n in o.items)
     names = sorted({n for o in train for _, n in o.items})
     index = {n: i for i, n in enumerate(names)}
-    features = torch.tensor(np.stack([vectors[n] for n in names]))
+    features = torch.tensor(
+        np.stack(
+            [item_features(vectors[n], n, config.word_buckets, config.word_weight) for n in names]
+        )
+    )
     d = features.shape[1]
     # Per slot: the training items of that slot (the softmax's candidates).
     by_slot = {s: sorted({index[n] for o in train for t, n in o.items if t == s}) for s in SLOTS}
@@ -467,13 +493,15 @@ def train_scorer(
         return q + params["alpha"][0] * mean_f, target
 
     def snapshot() -> dict[str, np.ndarray]:
-        return {k_: v.detach().numpy().copy() for k_, v in params.items()}
+        weights = {k_: v.detach().numpy().copy() for k_, v in params.items()}
+        weights["word_weight"] = np.array([config.word_weight if config.word_buckets else 0.0])
+        return weights
 
     def tune_accuracy(weights: dict[str, np.ndarray]) -> float:
-        scorer = _scorer_from(weights, "tuning", vectors.model_version, {})
-        return evaluate({"trained": served(scorer)}, tune, vectors, config.seed)["trained"][
-            "fitb_accuracy"
-        ]
+        scorer = _scorer_from(weights, "tuning", vectors.model_version, config.word_buckets, {})
+        return evaluate({"trained": served(scorer, vectors)}, tune, vectors, config.seed)[
+            "trained"
+        ]["fitb_accuracy"]
 
     best = tune_accuracy(snapshot())
     best_weights, best_epoch, stale, history = snapshot(), 0, 0, [best]
@@ -518,12 +546,17 @@ def train_scorer(
 
 
 def _scorer_from(
-    weights: Mapping[str, np.ndarray], scorer_id: str, model_version: str, meta: Mapping[str, Any]
+    weights: Mapping[str, np.ndarray],
+    scorer_id: str,
+    model_version: str,
+    word_buckets: int,
+    meta: Mapping[str, Any],
 ) -> OutfitScorer:
+    word_weight = float(np.asarray(weights["word_weight"]).reshape(-1)[0])
     return OutfitScorer(
         scorer_id=scorer_id,
         model_version=model_version,
-        dimension=int(weights["candidate"].shape[-1]),
+        dimension=int(weights["candidate"].shape[-1]) - (word_buckets if word_weight else 0),
         candidate=np.asarray(weights["candidate"], np.float32),
         context=np.asarray(weights["context"], np.float32),
         w1=np.asarray(weights["w1"], np.float32),
@@ -531,6 +564,8 @@ def _scorer_from(
         w2=np.asarray(weights["w2"], np.float32),
         alpha=float(np.asarray(weights["alpha"]).reshape(-1)[0]),
         meta=meta,
+        word_buckets=word_buckets if word_weight else 0,
+        word_weight=word_weight,
     )
 
 
@@ -557,9 +592,9 @@ def run_training(
     vectors.embed(n for o in data.outfits for _, n in o.items)  # one encoder start for all
     weights, report = train_scorer(parts["train"], parts["tune"], vectors, config, progress)
     scorer_id = f"outfits-{time.strftime('%Y%m%d-%H%M%S')}-{data.digest[:6]}"
-    scorer = _scorer_from(weights, scorer_id, vectors.model_version, {})
+    scorer = _scorer_from(weights, scorer_id, vectors.model_version, config.word_buckets, {})
     test = evaluate(
-        {"zero_shot_text": zero_shot, "trained": served(scorer)},
+        {"zero_shot_text": zero_shot, "trained": served(scorer, vectors)},
         parts["test"],
         vectors,
         config.seed,
@@ -567,7 +602,13 @@ def run_training(
     meta = {
         "scorer_id": scorer_id,
         "model_version": vectors.model_version,
-        "method": "type-aware bilinear + residual outfit layer",
+        "method": "type-aware bilinear + residual outfit layer"
+        + (
+            f" over text vectors + hashed words ({config.word_buckets})"
+            if scorer.word_buckets
+            else ""
+        ),
+        "word_buckets": scorer.word_buckets,
         "outfits_file": str(outfits_path),
         "outfits_digest": data.digest,
         "parts": {p: len(v) for p, v in parts.items()},
@@ -584,14 +625,18 @@ def current_scorer(
     outfits_path: Path, scorer_dir: Path, model_version: str
 ) -> dict[str, Any] | None:
     """The metadata of the scorer in ``scorer_dir`` if it was trained on exactly this
-    outfits file for ``model_version``, else None (``up`` trains one only then)."""
+    outfits file for ``model_version`` (and knows item words), else None (``up`` trains one
+    only then)."""
     try:
         meta: dict[str, Any] = json.loads((scorer_dir / SCORER_META).read_text(encoding="utf-8"))
         raw = outfits_path.read_bytes()
     except (OSError, ValueError):
         return None
-    current = meta.get("model_version") == model_version and meta.get("outfits_digest") == _digest(
-        raw
+    current = (
+        meta.get("model_version") == model_version
+        and meta.get("outfits_digest") == _digest(raw)
+        # Scorers from before item words existed are trained again once.
+        and "word_buckets" in meta
     )
     return meta if current else None
 
@@ -609,10 +654,13 @@ def run_evaluation(
     data = read_outfits(outfits_path)
     scorer_dir = scorer_dir or models_dir / "outfits"
     vectors = TextVectors(models_dir, scorer_dir / "cache", progress)
-    methods: dict[str, FitbScorer] = {"random": random_scores(seed), "zero_shot_text": zero_shot}
+    methods: dict[str, FitbScorer | Method] = {
+        "random": random_scores(seed),
+        "zero_shot_text": zero_shot,
+    }
     scorer, why_not = load_scorer(scorer_dir, vectors.model_version)
     if scorer is not None:
-        methods["trained"] = served(scorer)
+        methods["trained"] = served(scorer, vectors)
     trained_on_this = scorer is not None and scorer.meta.get("outfits_digest") == data.digest
     if part == "auto":
         part = "test" if trained_on_this else "all"
@@ -698,11 +746,30 @@ def register_train(commands: Any) -> None:
         default=defaults.keep,
         help=f"chance each context item is kept while training ({defaults.keep})",
     )
+    parser.add_argument(
+        "--word-buckets",
+        type=int,
+        default=defaults.word_buckets,
+        help="buckets the item's words are hashed into beside its text vector "
+        f"({defaults.word_buckets}; 0: the text vector alone)",
+    )
+    parser.add_argument(
+        "--word-weight",
+        type=float,
+        default=defaults.word_weight,
+        help=f"weight of the words part against the text vector ({defaults.word_weight})",
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--no-progress", action="store_true")
 
     def run(args: argparse.Namespace) -> int:
         path = _outfits_or_exit(args.outfits, "train outfits")
+        if args.word_buckets < 0 or args.word_weight <= 0:
+            sys.stderr.write(
+                "styleloop train outfits: --word-buckets must be 0 or more and "
+                "--word-weight above 0\n"
+            )
+            return 2
         if path is None:
             return 2
         config = TrainConfig(
@@ -713,6 +780,8 @@ def register_train(commands: Any) -> None:
             lr=args.lr,
             keep=args.keep,
             seed=args.seed,
+            word_buckets=args.word_buckets,
+            word_weight=args.word_weight,
         )
         try:
             meta = run_training(

@@ -25,7 +25,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from services.recommender.clients.encoder import EncoderClient, EncoderModel
 from services.recommender.config import RecommenderSettings
-from services.recommender.outfits import load_scorer, slot_of
+from services.recommender.outfits import exact_top, load_scorer, slot_of
 from services.recommender.store import (
     ClientStore,
     EdgeStore,
@@ -675,8 +675,12 @@ class Recommender:
         if query is not None:
             assert self.outfit_scorer is not None
             method = self.outfit_scorer.method
-            vector = query.tolist()
-            rows = self._nearest(personal, "caption", vector, filters, limit, offset)
+            rows = self._ranked(
+                personal,
+                lambda n, o: self._outfit_top(query, filters, n, o),
+                limit,
+                offset,
+            )
         else:
             method = VECTOR_SUM
             outfit_vectors = [s.vectors["image"] for s in outfit]
@@ -718,6 +722,20 @@ class Recommender:
             offset,
         )
 
+    def _outfit_top(self, q: np.ndarray, filters: Filters, limit: int, offset: int) -> list[Stored]:
+        """Rows ``offset`` to ``offset + limit`` of the category by the trained scorer's
+        score under query ``q``, read from the store's caption-vector order (exact: see
+        :func:`services.recommender.outfits.exact_top`)."""
+        scorer = self.outfit_scorer
+        assert scorer is not None
+
+        def head(vector: list[float], n: int) -> list[tuple[str, float, str, Stored]]:
+            rows = self._timed("query", self.items.nearest, "caption", vector, filters, n, 0)
+            return [(r.key, r.score, str(r.payload.get("title") or ""), r) for r in rows]
+
+        ranked = exact_top(scorer, q, head, offset + limit)[offset:]
+        return [Stored(r.row.key, r.row.payload, r.row.vectors, r.score) for r in ranked]
+
     def _outfit_query(self, outfit: list[Stored], wanted: str) -> tuple[np.ndarray | None, str]:
         """The trained scorer's query vector for ``wanted`` given the outfit, or None and why
         the scorer cannot rank this request."""
@@ -732,7 +750,8 @@ class Recommender:
             slot = slot_of(str(stored.payload.get("category") or ""))
             vector = stored.vectors.get("caption") or []
             if slot is not None and len(vector) == scorer.dimension:
-                pieces.append((slot, np.asarray(vector, np.float32)))
+                title = str(stored.payload.get("title") or "")
+                pieces.append((slot, scorer.features(vector, title)))
         if not pieces:
             return (
                 None,

@@ -2,19 +2,24 @@
 slots (Polyvore's ``upper``, ``bottom``, ``shoe``, ``bag``, ``accessory``) catalog
 categories belong to. numpy only: the recommender serves it without torch.
 
-The scorer (``styleloop train outfits``) is a type-aware bilinear model over the encoder's
-text vectors (an item's caption vector in the store, a Polyvore item's name through the
-same encoder): for a wanted slot ``t`` and the outfit's items ``(s_i, f_i)``::
+The scorer (``styleloop train outfits``) is a type-aware bilinear model over item features:
+an item's text vector from the encoder (its caption vector in the store, a Polyvore item's
+name through the same encoder), unit length, followed by ``word_weight`` times the item's
+words (its title or name) hashed into ``word_buckets`` signed buckets, unit length (no
+words part when ``word_buckets`` is 0). For a wanted slot ``t`` and the outfit's items
+``(s_i, f_i)``::
 
     h = mean_i B[s_i, t] f_i                       (rank-r context, one matrix per slot pair)
     h = h + W2 relu(W1 h + b1)                      (a residual layer over the whole outfit)
-    q = C[t]^T h + alpha * mean_i f_i               (back into the vector space)
+    q = C[t]^T h + alpha * mean_i f_i               (back into the feature space)
     score(candidate) = f_candidate . q
 
-It is linear in the candidate's vector, so ranking a whole category is one nearest-vector
-query for ``q`` against the stored caption vectors (the store's cosine distance divides by
-``|q|``, which is the same for every candidate and leaves the order as the scorer's): every
-item of the category is scored, not a re-ranked head.
+It is linear in the candidate's features. Without words, ranking a whole category is one
+nearest-vector query for ``q`` against the stored caption vectors (the store's cosine
+distance divides by ``|q|``, the same for every candidate). With words, the caption part of
+the score comes from the store in order and the words part is bounded by
+``word_weight * |q_words|``, so :func:`exact_top` reads deeper heads until no item below
+them could still enter the page: every item of the category is scored either way, exactly.
 
 A scorer is tied to one encoder model version: vectors of another model mean nothing to it,
 and the recommender then falls back to summed vector similarity and says why.
@@ -22,8 +27,10 @@ and the recommender then falls back to summed vector similarity and says why.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,19 +179,26 @@ class OutfitScorer:
     w2: np.ndarray  # (r, hidden)
     alpha: float
     meta: Mapping[str, Any]
+    word_buckets: int = 0  # 0: the text vector alone
+    word_weight: float = 0.0
 
     @property
     def method(self) -> str:
         return f"trained:{self.scorer_id}"
 
+    def features(self, vector: Sequence[float] | np.ndarray, text: str) -> np.ndarray:
+        """An item's features: its text vector (``dimension``-d) and title or name."""
+        return item_features(vector, text, self.word_buckets, self.word_weight)
+
     def query(self, outfit: Sequence[tuple[str, np.ndarray]], wanted: str) -> np.ndarray:
-        """The vector ``q`` whose dot product with a candidate's vector of slot ``wanted`` is
-        its compatibility with ``outfit`` (``(slot, vector)`` pairs, at least one)."""
+        """The vector ``q`` whose dot product with a candidate's features (of slot
+        ``wanted``) is its compatibility with ``outfit``: ``(slot, features)`` pairs, at
+        least one, each from :meth:`features`."""
         if not outfit:
             raise ValueError("an outfit needs at least one item")
         t = SLOTS.index(wanted)
         slots = np.array([SLOTS.index(s) for s, _ in outfit])
-        f = _unit(np.stack([np.asarray(v, np.float32) for _, v in outfit]))
+        f = np.stack([np.asarray(v, np.float32) for _, v in outfit])
         z = np.einsum("nrd,nd->nr", self.context[slots, t], f)
         h = z.mean(axis=0)
         h = h + self.w2 @ np.maximum(self.w1 @ h + self.b1, 0.0)
@@ -194,9 +208,90 @@ class OutfitScorer:
     def score(
         self, outfit: Sequence[tuple[str, np.ndarray]], wanted: str, candidates: np.ndarray
     ) -> np.ndarray:
-        """Compatibility of each candidate (rows of vectors) of slot ``wanted``."""
-        scores: np.ndarray = _unit(np.asarray(candidates, np.float32)) @ self.query(outfit, wanted)
+        """Compatibility of each candidate (rows of features) of slot ``wanted``."""
+        scores: np.ndarray = np.asarray(candidates, np.float32) @ self.query(outfit, wanted)
         return scores
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def word_vector(text: str, buckets: int) -> np.ndarray:
+    """The text's distinct words (lower-cased runs of letters and digits) hashed into
+    ``buckets`` signed buckets (blake2b: the same in every process), unit length; zeros when
+    it has none."""
+    out = np.zeros(buckets, np.float32)
+    for word in set(_WORD.findall(text.lower())):
+        digest = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "big")
+        out[digest % buckets] += 1.0 if (digest >> 32) & 1 else -1.0
+    norm = float(np.linalg.norm(out))
+    return out / norm if norm > 0 else out
+
+
+def item_features(
+    vector: Sequence[float] | np.ndarray, text: str, buckets: int, weight: float
+) -> np.ndarray:
+    """``[unit(vector), weight * word_vector(text)] / sqrt(1 + weight²)`` (unit length when
+    the text has words), or ``unit(vector)`` alone when ``buckets`` is 0: what the scorer
+    reads for an item."""
+    unit = _unit(np.asarray(vector, np.float32))
+    if buckets <= 0:
+        return unit
+    both = np.concatenate([unit, weight * word_vector(text, buckets)]) / word_scale(weight)
+    return both.astype(np.float32)
+
+
+def word_scale(weight: float) -> float:
+    """The norm of an item's features with words, before :func:`item_features` divides it."""
+    return float(np.sqrt(1.0 + weight * weight))
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """A candidate as :func:`exact_top` returns it: its features score and what the store
+    gave for it."""
+
+    key: str
+    score: float
+    row: Any
+
+
+def exact_top(
+    scorer: OutfitScorer,
+    q: np.ndarray,
+    head: Callable[[list[float], int], list[tuple[str, float, str, Any]]],
+    count: int,
+) -> list[Ranked]:
+    """The ``count`` best candidates under ``q``, exactly, ties by key.
+
+    ``head(vector, n)`` returns the store's ``n`` items nearest ``vector`` by cosine over
+    their text vectors, best first, as ``(key, cosine, title, row)``. Without words that
+    order is the scorer's. With words, a candidate's score is ``(|q_text| * cosine`` plus
+    its words part``) / word_scale``, and the words part is at most
+    ``word_weight * |q_words|``: heads grow (×4) until the
+    ``count``-th best score read is at least the best any unread item could reach, or the
+    head holds every item."""
+    d = scorer.dimension
+    dense, words = q[:d], q[d:]
+    scale = float(np.linalg.norm(dense))
+    bound = scorer.word_weight * float(np.linalg.norm(words)) if scorer.word_buckets else 0.0
+    c = 1.0 / word_scale(scorer.word_weight) if scorer.word_buckets else 1.0
+    size = max(2 * count, 64) if scorer.word_buckets else count
+    while True:
+        rows = head(dense.tolist(), size)
+        ranked = []
+        for key, cosine, title, row in rows:
+            score = scale * cosine
+            if scorer.word_buckets:
+                score += scorer.word_weight * float(word_vector(title, scorer.word_buckets) @ words)
+            ranked.append(Ranked(key, c * score, row))
+        ranked.sort(key=lambda r: (-r.score, r.key))
+        if len(rows) < size or not scorer.word_buckets:
+            return ranked[:count]
+        reachable = c * (scale * rows[-1][1] + bound)
+        if len(ranked) >= count and ranked[count - 1].score >= reachable:
+            return ranked[:count]
+        size *= 4
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
@@ -229,13 +324,18 @@ def read_scorer(folder: Path) -> OutfitScorer:
             raise ScorerError(f"{meta_path}: an outfit scorer of another format; train it again")
         with np.load(folder / SCORER_WEIGHTS) as w:
             weights = {k: w[k] for k in ("candidate", "context", "w1", "b1", "w2", "alpha")}
+            # Scorers without words (written before they existed) have no word_weight.
+            word_weight = float(w["word_weight"].reshape(-1)[0]) if "word_weight" in w else 0.0
     except (OSError, ValueError, KeyError) as exc:
         if isinstance(exc, ScorerError):
             raise
         raise ScorerError(f"{folder}: the outfit scorer cannot be read ({exc})") from exc
-    dimension = int(weights["candidate"].shape[-1])
-    if weights["context"].shape[:2] != (len(SLOTS), len(SLOTS)):
-        raise ScorerError(f"{folder}: the outfit scorer's context weights have the wrong shape")
+    word_buckets = int(meta.get("word_buckets", 0)) if word_weight else 0
+    if word_weight and word_buckets < 1:
+        raise ScorerError(f"{meta_path}: a scorer with item words needs word_buckets above 0")
+    dimension = int(weights["candidate"].shape[-1]) - word_buckets
+    if weights["context"].shape[:2] != (len(SLOTS), len(SLOTS)) or dimension < 1:
+        raise ScorerError(f"{folder}: the outfit scorer's weights have the wrong shape")
     return OutfitScorer(
         scorer_id=str(meta["scorer_id"]),
         model_version=str(meta["model_version"]),
@@ -247,6 +347,8 @@ def read_scorer(folder: Path) -> OutfitScorer:
         w2=weights["w2"],
         alpha=float(weights["alpha"].reshape(-1)[0]),
         meta=meta,
+        word_buckets=word_buckets,
+        word_weight=word_weight,
     )
 
 

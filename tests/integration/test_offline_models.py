@@ -216,5 +216,6 @@ def test_the_outfit_scorer_beats_zero_shot_on_the_shared_polyvore_file(
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr
     test = json.loads((tmp_path / "s" / "scorer.json").read_text())["test"]
-    assert test["trained"]["fitb_accuracy"] > test["zero_shot_text"]["fitb_accuracy"] + 0.01
+    # Measured here: +7.8 points (seed 0); +5.7 to +7.8 over seeds 0-2.
+    assert test["trained"]["fitb_accuracy"] > test["zero_shot_text"]["fitb_accuracy"] + 0.04
     assert test["trained"]["compatibility_auc"] > test["zero_shot_text"]["compatibility_auc"]

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from services.recommender.outfits import read_scorer
+from services.recommender.outfits import ScorerError, read_scorer
 from styleloop.outfits import (
     SLOTS,
     OutfitsError,
@@ -111,6 +111,14 @@ def test_training_learns_a_pattern_zero_shot_cosine_cannot_see(tiny_models, tmp_
     current = current_scorer(outfits, scorer_dir, scorer.model_version)
     assert current is not None and current["scorer_id"] == scorer.scorer_id
     assert current_scorer(outfits, scorer_dir, "another-encoder") is None
+    assert scorer.word_buckets == 1024 and current["word_buckets"] == 1024  # the default
+    meta = json.loads((scorer_dir / "scorer.json").read_text())
+    del meta["word_buckets"]  # as a scorer from before item words were features
+    (scorer_dir / "scorer.json").write_text(json.dumps(meta))
+    assert current_scorer(outfits, scorer_dir, scorer.model_version) is None
+    with pytest.raises(ScorerError, match="word_buckets"):
+        read_scorer(scorer_dir)  # weights with words cannot be read without their width
+    (scorer_dir / "scorer.json").write_text(json.dumps({**meta, "word_buckets": 1024}))
     outfits.write_text(outfits.read_text().replace("red top", "crimson top"))
     assert current_scorer(outfits, scorer_dir, scorer.model_version) is None
 

@@ -14,7 +14,7 @@ from services.recommender.config import RecommenderSettings
 from services.recommender.core import build_recommender
 from services.recommender.servicer import SERVICE_NAME, RecommenderServicer
 from styleloop.runtime.server import GrpcServer
-from styleloop.v1 import recommender_pb2_grpc
+from styleloop.v1 import common_pb2, recommender_pb2, recommender_pb2_grpc
 from tests.unit.encoder.conftest import encoder_settings, start_encoder
 
 
@@ -71,3 +71,25 @@ async def stack(request, tiny_models: Path, tmp_path: Path) -> AsyncIterator[Sta
         await servicer.core.close()
         await enc_server.stop(grace=0)
         await encoder.stop()
+
+
+async def upsert_vectors(
+    stub: recommender_pb2_grpc.RecommenderServiceStub,
+    version: str,
+    rows: list[tuple[str, str, str, list[float], list[float]]],
+) -> None:
+    """Stores ``(item id, title, category, image vector, caption vector)`` rows."""
+    await stub.UpsertItems(
+        recommender_pb2.UpsertItemsRequest(
+            items=[
+                recommender_pb2.UpsertItem(
+                    item=common_pb2.Item(item_id=i, title=t, category=c),
+                    image_embedding=common_pb2.Embedding(values=image),
+                    caption_embedding=common_pb2.Embedding(values=caption),
+                    embedding_model_version=version,
+                )
+                for i, t, c, image, caption in rows
+            ]
+        ),
+        timeout=30,
+    )

@@ -10,7 +10,7 @@ import pytest
 
 from styleloop.v1 import common_pb2, recommender_pb2, recommender_pb2_grpc
 from tests.conftest import data_dir, encode_png, error_reason, synthetic_garment
-from tests.unit.recommender.conftest import start_recommender
+from tests.unit.recommender.conftest import start_recommender, upsert_vectors
 
 CATEGORIES = ["Topwear", "Bottomwear", "Shoes"]
 
@@ -174,20 +174,8 @@ def unit(*components: float, dim: int) -> list[float]:
 async def put_vectors(stack, items: dict[str, tuple[str, list[float]]]) -> None:
     model = stack.servicer.core.model
     caption = unit(1.0, dim=model.text_dimension)
-    await stack.stub.UpsertItems(
-        recommender_pb2.UpsertItemsRequest(
-            items=[
-                recommender_pb2.UpsertItem(
-                    item=common_pb2.Item(item_id=item_id, title=item_id, category=category),
-                    image_embedding=common_pb2.Embedding(values=vector),
-                    caption_embedding=common_pb2.Embedding(values=caption),
-                    embedding_model_version=model.model_version,
-                )
-                for item_id, (category, vector) in items.items()
-            ]
-        ),
-        timeout=30,
-    )
+    rows = [(i, i, category, vector, caption) for i, (category, vector) in items.items()]
+    await upsert_vectors(stack.stub, model.model_version, rows)
 
 
 async def test_outfit_completion_ranks_by_the_whole_outfit(stack):
