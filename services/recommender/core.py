@@ -733,7 +733,11 @@ class Recommender:
             rows = self._timed("query", self.items.nearest, "caption", vector, filters, n, 0)
             return [(r.key, r.score, str(r.payload.get("title") or ""), r) for r in rows]
 
-        ranked = exact_top(scorer, q, head, offset + limit)[offset:]
+        def total() -> int:
+            count: int = self._timed("count", self.items.count_matching, filters)
+            return count
+
+        ranked = exact_top(scorer, q, head, offset + limit, total)[offset:]
         return [Stored(r.row.key, r.row.payload, r.row.vectors, r.score) for r in ranked]
 
     def _outfit_query(self, outfit: list[Stored], wanted: str) -> tuple[np.ndarray | None, str]:
