@@ -260,7 +260,7 @@ def _outfit_scorer(
     if current is not None:
         _out(f"Outfit scorer {current['scorer_id']}: current for {path} and this encoder")
         return
-    _out(f"Training the outfit compatibility scorer on {path} (once; ~2 min on 2 cores)…")
+    _out(f"Training the outfit compatibility scorer on {path} (once; ~1 min on 2 cores)…")
     try:
         meta = run_training(path, models_dir, progress=progress)
     except OutfitsError as exc:
