@@ -49,6 +49,7 @@ from services.recommender.outfits import (
     item_features,
     load_scorer,
     save_scorer,
+    scorer_from_weights,
 )
 from styleloop.commands import add_command
 
@@ -498,7 +499,7 @@ def train_scorer(
         return weights
 
     def tune_accuracy(weights: dict[str, np.ndarray]) -> float:
-        scorer = _scorer_from(weights, "tuning", vectors.model_version, config.word_buckets, {})
+        scorer = _scorer_from(weights, "tuning", vectors.model_version, config.word_buckets)
         return evaluate({"trained": served(scorer, vectors)}, tune, vectors, config.seed)[
             "trained"
         ]["fitb_accuracy"]
@@ -546,27 +547,10 @@ def train_scorer(
 
 
 def _scorer_from(
-    weights: Mapping[str, np.ndarray],
-    scorer_id: str,
-    model_version: str,
-    word_buckets: int,
-    meta: Mapping[str, Any],
+    weights: Mapping[str, np.ndarray], scorer_id: str, model_version: str, word_buckets: int
 ) -> OutfitScorer:
-    word_weight = float(np.asarray(weights["word_weight"]).reshape(-1)[0])
-    return OutfitScorer(
-        scorer_id=scorer_id,
-        model_version=model_version,
-        dimension=int(weights["candidate"].shape[-1]) - (word_buckets if word_weight else 0),
-        candidate=np.asarray(weights["candidate"], np.float32),
-        context=np.asarray(weights["context"], np.float32),
-        w1=np.asarray(weights["w1"], np.float32),
-        b1=np.asarray(weights["b1"], np.float32),
-        w2=np.asarray(weights["w2"], np.float32),
-        alpha=float(np.asarray(weights["alpha"]).reshape(-1)[0]),
-        meta=meta,
-        word_buckets=word_buckets if word_weight else 0,
-        word_weight=word_weight,
-    )
+    meta = {"scorer_id": scorer_id, "model_version": model_version, "word_buckets": word_buckets}
+    return scorer_from_weights(weights, meta, "training")
 
 
 def run_training(
@@ -592,7 +576,7 @@ def run_training(
     vectors.embed(n for o in data.outfits for _, n in o.items)  # one encoder start for all
     weights, report = train_scorer(parts["train"], parts["tune"], vectors, config, progress)
     scorer_id = f"outfits-{time.strftime('%Y%m%d-%H%M%S')}-{data.digest[:6]}"
-    scorer = _scorer_from(weights, scorer_id, vectors.model_version, config.word_buckets, {})
+    scorer = _scorer_from(weights, scorer_id, vectors.model_version, config.word_buckets)
     test = evaluate(
         {"zero_shot_text": zero_shot, "trained": served(scorer, vectors)},
         parts["test"],

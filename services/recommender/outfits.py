@@ -334,29 +334,46 @@ def read_scorer(folder: Path) -> OutfitScorer:
         if meta.get("format") != SCORER_FORMAT or list(meta.get("slots", [])) != list(SLOTS):
             raise ScorerError(f"{meta_path}: an outfit scorer of another format; train it again")
         with np.load(folder / SCORER_WEIGHTS) as w:
-            weights = {k: w[k] for k in ("candidate", "context", "w1", "b1", "w2", "alpha")}
-            # Scorers without words (written before they existed) have no word_weight.
-            word_weight = float(w["word_weight"].reshape(-1)[0]) if "word_weight" in w else 0.0
+            weights = {k: w[k] for k in w.files}
     except (OSError, ValueError, KeyError) as exc:
         if isinstance(exc, ScorerError):
             raise
         raise ScorerError(f"{folder}: the outfit scorer cannot be read ({exc})") from exc
+    return scorer_from_weights(weights, meta, str(folder))
+
+
+def scorer_from_weights(
+    weights: Mapping[str, np.ndarray], meta: Mapping[str, Any], where: str
+) -> OutfitScorer:
+    """The scorer these weights and metadata (``scorer_id``, ``model_version``,
+    ``word_buckets``) make, as :func:`read_scorer` reads it and training evaluates it;
+    :class:`ScorerError` naming ``where`` when they do not fit together."""
+    try:
+        matrices = {k: weights[k] for k in ("candidate", "context", "w1", "b1", "w2", "alpha")}
+    except KeyError as exc:
+        raise ScorerError(f"{where}: the outfit scorer cannot be read ({exc})") from exc
+    # Scorers without words (written before they existed) have no word_weight.
+    word_weight = (
+        float(np.asarray(weights["word_weight"]).reshape(-1)[0])
+        if "word_weight" in weights
+        else 0.0
+    )
     word_buckets = int(meta.get("word_buckets", 0)) if word_weight else 0
     if word_weight and word_buckets < 1:
-        raise ScorerError(f"{meta_path}: a scorer with item words needs word_buckets above 0")
-    dimension = int(weights["candidate"].shape[-1]) - word_buckets
-    if weights["context"].shape[:2] != (len(SLOTS), len(SLOTS)) or dimension < 1:
-        raise ScorerError(f"{folder}: the outfit scorer's weights have the wrong shape")
+        raise ScorerError(f"{where}: a scorer with item words needs word_buckets above 0")
+    dimension = int(matrices["candidate"].shape[-1]) - word_buckets
+    if matrices["context"].shape[:2] != (len(SLOTS), len(SLOTS)) or dimension < 1:
+        raise ScorerError(f"{where}: the outfit scorer's weights have the wrong shape")
     return OutfitScorer(
         scorer_id=str(meta["scorer_id"]),
         model_version=str(meta["model_version"]),
         dimension=dimension,
-        candidate=weights["candidate"],
-        context=weights["context"],
-        w1=weights["w1"],
-        b1=weights["b1"],
-        w2=weights["w2"],
-        alpha=float(weights["alpha"].reshape(-1)[0]),
+        candidate=np.asarray(matrices["candidate"], np.float32),
+        context=np.asarray(matrices["context"], np.float32),
+        w1=np.asarray(matrices["w1"], np.float32),
+        b1=np.asarray(matrices["b1"], np.float32),
+        w2=np.asarray(matrices["w2"], np.float32),
+        alpha=float(np.asarray(matrices["alpha"]).reshape(-1)[0]),
         meta=meta,
         word_buckets=word_buckets,
         word_weight=word_weight,
