@@ -3,14 +3,21 @@
 Each shopper has one taste the stack is never told — never a colour, only one gender, or
 a favourite brand — and, round after round, asks the chat fresh questions that leave room
 to get it wrong ("show me tshirts" to someone who never wears black). They read the answer
-as a shopper would: every item the answer recommends (cites) that does not fit their
-taste is rejected, every shown item that fits is liked, each event naming the answer it
-came from (``answer_id``), through ``POST /v1/feedback``. The trainer pairs them with
-the chat turns into preference pairs and runs its DPO rounds on them.
+as a shopper would on the web page: every card shown (the items the answer recommends,
+that is cites, and the others it found) that does not fit their taste is rejected, every
+one that fits is liked, each event naming the answer it came from (``answer_id``),
+through ``POST /v1/feedback``. The trainer pairs them with the chat turns into preference
+pairs (a liked card against a rejected one of the same answer) and runs its DPO rounds on
+them.
 
-Reported per round: the rejection rate (rejected / recommended items) and how often an
-item the shopper had rejected was shown to them again. Between rounds it waits for the
-trainer to finish a DPO round (its ``trainer_rounds_total``, from ``--trainer-metrics``).
+Reported per round: the rejection rate (rejected / recommended items: of the items the
+answer recommends, the share that does not fit the shopper's taste); the one-pick floor,
+the rate a model would reach that cites one card per answer and a fitting one whenever
+one is shown (an answer cites at least one card, so one whose cards all miss the taste
+is a rejection whatever the model learnt: retrieval, not the model, sets this floor); and
+how often an item the shopper had rejected was shown to them again. Between rounds it
+waits for the trainer to finish a DPO round (its ``trainer_rounds_total``, from
+``--trainer-metrics``).
 
 To measure what the model learnt (issue 14's goal: the rejection rate on fresh questions
 falls by ≥ 30% relative to round 0 after 3 rounds), run the stack with retrieval that does
@@ -96,6 +103,9 @@ class RoundReport:
     recommended: int = 0
     rejected: int = 0
     liked: int = 0
+    rejected_shown: int = 0  # every shown card rejected, cited or not
+    with_cards: int = 0  # answers that showed cards
+    nothing_fits: int = 0  # of those, the ones none of whose cards fits the shopper's taste
     shown_again: int = 0  # items the shopper had rejected, shown to them again
     adapters: dict[str, int] = field(default_factory=dict)
     errors: int = 0
@@ -105,6 +115,13 @@ class RoundReport:
     @property
     def rejection_rate(self) -> float:
         return self.rejected / self.recommended if self.recommended else 0.0
+
+    @property
+    def one_pick_floor(self) -> float:
+        """The rejection rate of a model that cites one card per answer, a fitting one
+        whenever one is shown: an answer cites at least one card (grounding), so an answer
+        none of whose cards fits is a rejection whatever the model learnt."""
+        return self.nothing_fits / self.with_cards if self.with_cards else 0.0
 
 
 def shoppers_for(
@@ -143,6 +160,35 @@ def shoppers_for(
         ]
         shoppers.append(Shopper(f"sim-{seed}-{n}-{taste.kind}", taste, questions))
     return shoppers
+
+
+def judge(
+    shopper: Shopper,
+    cited: Sequence[str],
+    retrieved: Sequence[str],
+    by_id: Mapping[str, Mapping[str, Any]],
+    report: RoundReport,
+) -> list[tuple[str, str]]:
+    """The shopper's feedback on one answer, counted into ``report``: every card shown
+    (cited or "also found", as on the web page) is liked when it fits their taste and
+    rejected when it does not; the rejection rate counts only the cited ones."""
+    for item_id in dict.fromkeys(cited):
+        report.recommended += 1
+        report.rejected += not shopper.taste.fits(by_id.get(item_id, {}))
+    shown = list(dict.fromkeys([*cited, *retrieved]))
+    if shown:
+        report.with_cards += 1
+        report.nothing_fits += not any(shopper.taste.fits(by_id.get(i, {})) for i in shown)
+    events = []
+    for item_id in shown:
+        if shopper.taste.fits(by_id.get(item_id, {})):
+            events.append((item_id, "like"))
+            report.liked += 1
+        else:
+            events.append((item_id, "reject"))
+            report.rejected_shown += 1
+            shopper.rejected.add(item_id)
+    return events
 
 
 def metric_sum(metrics_url: str, name: str, **labels: str) -> float:
@@ -208,17 +254,7 @@ def run(
                 report.adapters.get(outcome.adapter_id or "base", 0) + 1
             )
             report.shown_again += sum(1 for i in outcome.retrieved if i in shopper.rejected)
-            events = []
-            for item_id in dict.fromkeys(outcome.cited):
-                report.recommended += 1
-                if not shopper.taste.fits(by_id.get(item_id, {})):
-                    report.rejected += 1
-                    shopper.rejected.add(item_id)
-                    events.append((item_id, "reject"))
-            for item_id in outcome.retrieved:
-                if shopper.taste.fits(by_id.get(item_id, {})):
-                    events.append((item_id, "like"))
-                    report.liked += 1
+            events = judge(shopper, outcome.cited, outcome.retrieved, by_id, report)
             if events and outcome.answer_id:
                 batch = {
                     "events": [
@@ -310,13 +346,17 @@ def show(reports: Sequence[RoundReport], shoppers: Sequence[Shopper], path: Path
     """The table so far (and the JSON file)."""
     first = reports[0].rejection_rate
     out = sys.stdout
-    out.write("round  questions  recommended  rejected  rate    vs round 0  shown again  adapter\n")
+    out.write(
+        "round  questions  recommended  rejected  rate    vs round 0  one-pick floor  "
+        "shown again  adapter\n"
+    )
     for r in reports:
         change = f"{(r.rejection_rate - first) / first:+.0%}" if first else "-"
         adapter = max(r.adapters, key=lambda a: r.adapters[a]) if r.adapters else "-"
         out.write(
             f"{r.round:5}  {r.questions:9}  {r.recommended:11}  {r.rejected:8}  "
-            f"{r.rejection_rate:5.1%}  {change:>10}  {r.shown_again:11}  {adapter}\n"
+            f"{r.rejection_rate:5.1%}  {change:>10}  {r.one_pick_floor:14.1%}  "
+            f"{r.shown_again:11}  {adapter}\n"
         )
     for r in reports:
         if r.training:
@@ -332,7 +372,14 @@ def show(reports: Sequence[RoundReport], shoppers: Sequence[Shopper], path: Path
         path.write_text(
             json.dumps(
                 {
-                    "rounds": [{**asdict(r), "rejection_rate": r.rejection_rate} for r in reports],
+                    "rounds": [
+                        {
+                            **asdict(r),
+                            "rejection_rate": r.rejection_rate,
+                            "one_pick_floor": r.one_pick_floor,
+                        }
+                        for r in reports
+                    ],
                     "shoppers": [{"user_id": s.user_id, "taste": str(s.taste)} for s in shoppers],
                 },
                 indent=2,
