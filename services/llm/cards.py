@@ -163,3 +163,23 @@ def recommend(number: int, title: str) -> str:
     preference pairs are two such answers to one prompt, so that DPO shapes which card
     the model picks rather than how it words it."""
     return f"Try the {clean(title)} [{number}]."
+
+
+LISTED = re.compile(r"\s*\[\d+\]")
+
+
+def answer_citing(number: int, title: str, served: str, prompt: str) -> str:
+    """An answer that recommends card ``number`` alone, in the form of the answer that was
+    served (``served``) to ``prompt``: the trainer's preference pairs are two such answers,
+    so that DPO moves the model's choice of card where it makes it.
+
+    A model that answers by listing cards as they were shown ("[1] ADIDAS Men Black …",
+    as the offline base model does) decides at its first token after "[": the answer is
+    then the card's own line from the prompt. Otherwise (the stylist adapter's "Try the
+    … [n]." and any other wording) it is :func:`recommend`'s sentence."""
+    if LISTED.match(served):
+        start = f"[{number}] "
+        for line in prompt.splitlines():
+            if line.startswith(start):
+                return line
+    return recommend(number, title)

@@ -25,7 +25,7 @@ from typing import Any, Protocol, TypeVar
 from google.protobuf.message import DecodeError
 from prometheus_client import Counter, Histogram
 
-from services.llm.cards import recommend
+from services.llm.cards import answer_citing
 from services.trainer.ledger import AnswerFeedback, Ledger, Pair, pair_id, split_of
 from styleloop.runtime.errors import InvalidArgument, NotFound
 from styleloop.v1 import common_pb2, events_pb2
@@ -106,7 +106,9 @@ def pairs_for(
     created: float,
 ) -> list[Pair]:
     """Every (wanted card, rejected card) of one answer as two answers to its exact
-    prompt, each citing one card. An item's latest feedback is what counts."""
+    prompt, each citing one card in the form of the served answer
+    (:func:`~services.llm.cards.answer_citing`). An item's latest feedback is what
+    counts."""
     if not turn.prompt or not turn.cards:
         return []
     cards = {c.item.item_id: c for c in turn.cards}
@@ -118,6 +120,11 @@ def pairs_for(
     wanted = [f for f in latest.values() if f.kind in WANTED]
     rejected = [f for f in latest.values() if f.kind == "reject"]
     prompt = [(m.role, m.content) for m in turn.prompt]
+    shown = "\n".join(m.content for m in turn.prompt if m.role == "user")
+
+    def answer(card: events_pb2.ChatCard) -> str:
+        return answer_citing(card.number, card.item.title, turn.text, shown)
+
     split = split_of(turn.answer_id, eval_percent)
     out = []
     for good in wanted:
@@ -129,8 +136,8 @@ def pairs_for(
                     answer_id=turn.answer_id,
                     split=split,
                     prompt=prompt,
-                    chosen=recommend(g.number, g.item.title),
-                    rejected=recommend(b.number, b.item.title),
+                    chosen=answer(g),
+                    rejected=answer(b),
                     chosen_item_id=good.item_id,
                     rejected_item_id=bad.item_id,
                     provenance={
