@@ -84,6 +84,9 @@ def register(commands: Any) -> None:
         default=1.0,
         help="at the accuracy ceiling: the mean log-likelihood margin's rise needed (1.0)",
     )
+    parser.add_argument(
+        "--max-held-out", type=int, default=40, help="held-out pairs measured, at most (40)"
+    )
     parser.add_argument("--eval-percent", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--activate", action="store_true", help="serve it when published")
@@ -94,7 +97,7 @@ def register(commands: Any) -> None:
         from services.trainer.rounds import RoundSettings, run_round
         from styleloop.runtime.errors import StyleLoopError
 
-        for name in ("steps", "batch_size", "rank", "max_length"):
+        for name in ("steps", "batch_size", "rank", "max_length", "max_held_out"):
             if getattr(args, name) < 1:
                 sys.stderr.write(f"styleloop train dpo: --{name.replace('_', '-')} must be >= 1\n")
                 return 2
@@ -127,6 +130,7 @@ def register(commands: Any) -> None:
             max_minutes=args.max_minutes,
             min_gain=args.min_gain,
             min_margin_gain=args.min_margin_gain,
+            max_held_out=args.max_held_out,
             seed=args.seed,
         )
         try:

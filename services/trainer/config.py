@@ -104,6 +104,12 @@ class TrainerSettings(ServiceSettings):
         description="At the accuracy ceiling (within ROUND_MIN_GAIN of 1): the mean held-out "
         "log-likelihood margin (nats) must rise by this much instead.",
     )
+    round_max_held_out: int = Field(
+        default=40,
+        ge=1,
+        description="Held-out pairs a round is measured on (a fixed sample by pair id when "
+        "there are more): each costs ~4 forward passes.",
+    )
     catalog: Path | None = Field(
         default=None,
         description="The catalog (file or folder) the chat evaluation's questions come from: "

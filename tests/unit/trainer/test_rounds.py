@@ -12,7 +12,12 @@ import pytest
 
 from services.llm.adapters import AdapterRegistry
 from services.trainer.ledger import Ledger, Pair
-from services.trainer.rounds import RoundSettings, preference_accuracy, run_round
+from services.trainer.rounds import (
+    RoundSettings,
+    held_out_sample,
+    preference_accuracy,
+    run_round,
+)
 from services.trainer.scheduler import RoundScheduler
 from tests.conftest import run_cli
 
@@ -100,6 +105,26 @@ def test_pairs_longer_than_max_length_sit_the_round_out_and_none_fitting_is_said
     mixed = run_round(tiny_models, tmp_path, long + pairs(6, 0), pairs(4, 1, 100), settings)
     assert mixed.published, mixed.reason
     assert mixed.metrics["train_pairs"] == 6 and mixed.metrics["train_pairs_too_long"] == 4
+
+
+def test_a_round_measures_at_most_max_held_out_pairs_the_same_ones_in_any_order(
+    tiny_models: Path, tmp_path: Path
+):
+    # Shoppers who judge every card make hundreds of held-out pairs; each costs four
+    # forward passes, so a round measures a fixed sample of them.
+    held = pairs(30, 1, 100)
+    sample = held_out_sample(held, 7)
+    assert len(sample) == 7 and len({p["pair_id"] for p in sample}) == 7
+    assert held_out_sample(list(reversed(held)), 7) == sample
+    assert held_out_sample(held[:5], 7) == held[:5]
+    # As the pool grows, an old pair enters the sample only if it was in it before.
+    grown = held_out_sample(held + pairs(30, 3, 500), 7)
+    before = {p["pair_id"] for p in sample}
+    assert all(p["pair_id"] in before or int(p["pair_id"][1:]) >= 500 for p in grown)
+    settings = RoundSettings(steps=1, learning_rate=1e-6, min_gain=0.5, max_held_out=7)
+    result = run_round(tiny_models, tmp_path, pairs(4, 0), held, settings)
+    assert result.metrics["held_out_pairs"] == 7
+    assert result.metrics["held_out_pairs_available"] == 30
 
 
 def test_preference_accuracy_is_the_share_of_pairs_whose_chosen_answer_is_likelier(
