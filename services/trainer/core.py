@@ -121,23 +121,21 @@ def pairs_for(
     rejected = [f for f in latest.values() if f.kind == "reject"]
     prompt = [(m.role, m.content) for m in turn.prompt]
     shown = "\n".join(m.content for m in turn.prompt if m.role == "user")
-
-    def answer(card: events_pb2.ChatCard) -> str:
-        return answer_citing(card.number, card.item.title, turn.text, shown)
-
+    answers = {  # each judged card's one-card answer, once (a card is in many pairs)
+        i: answer_citing(cards[i].number, cards[i].item.title, turn.text, shown) for i in latest
+    }
     split = split_of(turn.answer_id, eval_percent)
     out = []
     for good in wanted:
         for bad in rejected:
-            g, b = cards[good.item_id], cards[bad.item_id]
             out.append(
                 Pair(
                     pair_id=pair_id(turn.answer_id, good.item_id, bad.item_id),
                     answer_id=turn.answer_id,
                     split=split,
                     prompt=prompt,
-                    chosen=answer(g),
-                    rejected=answer(b),
+                    chosen=answers[good.item_id],
+                    rejected=answers[bad.item_id],
                     chosen_item_id=good.item_id,
                     rejected_item_id=bad.item_id,
                     provenance={
