@@ -172,16 +172,16 @@ def judge(
     """The shopper's feedback on one answer, counted into ``report``: every card shown
     (cited or "also found", as on the web page) is liked when it fits their taste and
     rejected when it does not; the rejection rate counts only the cited ones."""
+    fits = {i: shopper.taste.fits(by_id.get(i, {})) for i in [*cited, *retrieved]}
     for item_id in dict.fromkeys(cited):
         report.recommended += 1
-        report.rejected += not shopper.taste.fits(by_id.get(item_id, {}))
-    shown = list(dict.fromkeys([*cited, *retrieved]))
-    if shown:
+        report.rejected += not fits[item_id]
+    if fits:
         report.with_cards += 1
-        report.nothing_fits += not any(shopper.taste.fits(by_id.get(i, {})) for i in shown)
+        report.nothing_fits += not any(fits.values())
     events = []
-    for item_id in shown:
-        if shopper.taste.fits(by_id.get(item_id, {})):
+    for item_id, fit in fits.items():
+        if fit:
             events.append((item_id, "like"))
             report.liked += 1
         else:
