@@ -275,6 +275,11 @@ def run_round(
             "held_out_pairs_available": float(available),
             "steps": steps,
             "minutes": round((time.monotonic() - started) / 60, 2),
+            # What the round ran with, kept with the adapter and on its model event.
+            "learning_rate": settings.learning_rate,
+            "beta": settings.beta,
+            "batch_size": float(settings.batch_size),
+            "max_length": float(settings.max_length),
         }
         if train_logs:
             metrics["rewards_accuracies_last"] = round(train_logs[-1]["rewards/accuracies"], 4)
