@@ -75,8 +75,11 @@ class Outcome:
         return set(self.cited) <= set(self.retrieved)
 
 
-def ask(client: Any, question: Question, user: str, max_new_tokens: int) -> Outcome:
-    """One question through ``POST /v1/chat``, its events read as they stream."""
+def ask(
+    client: Any, question: Question, user: str, max_new_tokens: int, max_items: int = 0
+) -> Outcome:
+    """One question through ``POST /v1/chat``, its events read as they stream;
+    ``max_items`` cards to ground on (0: the chat's default)."""
     out = Outcome(question.text, question.kind, question.answerable)
     items: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
@@ -85,6 +88,8 @@ def ask(client: Any, question: Question, user: str, max_new_tokens: int) -> Outc
         "messages": [{"role": "user", "content": question.text}],
         "max_new_tokens": max_new_tokens,
     }
+    if max_items:
+        payload["max_items"] = max_items
     first_text_at = None
     with client.stream("POST", "/v1/chat", json=payload) as response:
         if response.status_code != 200:

@@ -227,6 +227,7 @@ def run(
     round_timeout_s: float,
     max_new_tokens: int,
     progress: bool,
+    max_items: int = 0,
     dpo: bool = True,
     on_round: Any = None,
     train_round: Any = None,
@@ -245,7 +246,9 @@ def run(
         sent = 0
         asked = [(s, q) for s in shoppers for q in s.questions[number]]
         for shopper, text in tqdm(asked, desc=f"round {number}", disable=not progress, unit="q"):
-            outcome = ask(client, Question(text, "simulate"), shopper.user_id, max_new_tokens)
+            outcome = ask(
+                client, Question(text, "simulate"), shopper.user_id, max_new_tokens, max_items
+            )
             report.questions += 1
             if outcome.error:
                 report.errors += 1
@@ -321,7 +324,13 @@ def round_trainer(args: argparse.Namespace) -> Any:
             args.adapters_dir,
             train_pairs,
             held,
-            RoundSettings(steps=args.steps, max_minutes=60.0, seed=args.seed + number),
+            RoundSettings(
+                steps=args.steps,
+                learning_rate=args.learning_rate,
+                max_length=args.max_length,
+                max_minutes=60.0,
+                seed=args.seed + number,
+            ),
             parent=parent,
             progress=not args.no_progress,
             activate=True,
@@ -426,7 +435,27 @@ def register(commands: Any) -> None:
         default=5.0,
         help="with --train: the llm's ADAPTER_POLL_S, waited after a round publishes",
     )
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=1e-4,
+        help="with --train: the rounds' learning rate (1e-4)",
+    )
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        default=512,
+        help="with --train: tokens per pair; longer pairs sit a round out "
+        "(512: 5 cards and history take up to ~410 tokens, 10 cards ~540)",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument(
+        "--max-items",
+        type=int,
+        default=0,
+        help="cards each chat answer grounds on, 1..10 (default: the chat's own, 5); "
+        "more cards lower the one-pick floor",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the report as JSON")
     parser.add_argument("--no-progress", action="store_true")
@@ -452,6 +481,14 @@ def register(commands: Any) -> None:
         if args.steps < 1:
             sys.stderr.write("styleloop simulate: --steps must be >= 1\n")
             return 2
+        if not 0 <= args.max_items <= 10:
+            sys.stderr.write("styleloop simulate: --max-items must be 1..10\n")
+            return 2
+        if not 0 < args.learning_rate < 1 or args.max_length < 64:
+            sys.stderr.write(
+                "styleloop simulate: --learning-rate must be in (0, 1), --max-length >= 64\n"
+            )
+            return 2
         if args.train and not (args.trainer_state_dir / "trainer.sqlite3").is_file():
             sys.stderr.write(
                 f"styleloop simulate: --train: no trainer ledger in {args.trainer_state_dir}\n"
@@ -475,6 +512,7 @@ def register(commands: Any) -> None:
                 round_timeout_s=args.round_timeout_s,
                 max_new_tokens=args.max_new_tokens,
                 progress=not args.no_progress,
+                max_items=args.max_items,
                 dpo=not args.no_dpo_wait,
                 train_round=round_trainer(args) if args.train else None,
                 # Each round's figures as soon as it ends (a long run can be stopped).

@@ -57,3 +57,46 @@ def test_a_gender_taste_takes_unisex_and_an_unknown_item_does_not_fit():
         "gone": "reject",
     }
     assert (report.recommended, report.rejected) == (1, 0)
+
+
+def test_a_round_asks_for_max_items_cards_and_sends_a_judgement_of_each_shown_card():
+    import json
+
+    import httpx
+
+    from styleloop.simulate import run
+
+    chats: list[dict] = []
+    feedback: list[dict] = []
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if request.url.path == "/v1/feedback":
+            feedback.extend(body["events"])
+            return httpx.Response(202, json={"accepted": len(body["events"])})
+        chats.append(body)
+        shown = list(CATALOG)[: body.get("max_items", 5)]
+        events = [
+            ("retrieved", {"items": [{"item": CATALOG[i]} for i in shown]}),
+            ("text", {"text": "Try the blue tee [2]."}),
+            ("reference", {"item_id": shown[1]}),
+            ("finish", {"finish_reason": "stop", "answer_id": f"a{len(chats)}"}),
+        ]
+        sse = "".join(f"event: {k}\ndata: {json.dumps(d)}\n\n" for k, d in events)
+        return httpx.Response(200, text=sse, headers={"content-type": "text/event-stream"})
+
+    shopper = Shopper("s1", Taste("avoid_colour", "Black"), [["show me tees"]])
+    client = httpx.Client(transport=httpx.MockTransport(gateway), base_url="http://gw")
+    (report,) = run(
+        client, list(CATALOG.values()), [shopper], 1, trainer_metrics="",
+        round_timeout_s=5, max_new_tokens=8, progress=False, max_items=3,
+    )  # fmt: skip
+    assert [c["max_items"] for c in chats] == [3]
+    # Three cards shown (not the chat's default five): one judgement each, the cited first.
+    assert [(e["item_id"], e["kind"]) for e in feedback] == [
+        ("blue-tee", "like"),
+        ("black-tee", "reject"),
+        ("black-cap", "reject"),
+    ]
+    assert {e["context"]["answer_id"] for e in feedback} == {"a1"}
+    assert (report.recommended, report.rejected, report.rejected_shown) == (1, 0, 2)

@@ -72,6 +72,9 @@ def test_a_round_that_beats_the_serving_adapter_is_published_with_its_lineage(
     second = run_round(tiny_models, tmp_path, train, held, again, parent=first.adapter_id)
     assert second.parent == first.adapter_id
     assert second.metrics["preference_accuracy_before"] == m["preference_accuracy_after"]
+    # Each adapter records what its round ran with.
+    assert (m["learning_rate"], m["beta"]) == (FAST.learning_rate, FAST.beta)
+    assert registry.get(second.adapter_id).metrics["learning_rate"] == 1e-2
     assert registry.get(second.adapter_id).parent == first.adapter_id
 
 
@@ -246,3 +249,22 @@ def test_the_gate_uses_the_margin_only_where_accuracy_cannot_rise_any_more(
 
     better, why = beats_serving(before, after, *margins, RoundSettings())
     assert better is published and said in why
+
+
+def test_simulate_train_runs_a_round_with_its_steps_learning_rate_and_max_length(
+    tiny_models: Path, tmp_path: Path
+):
+    import argparse
+
+    from styleloop.simulate import round_trainer
+
+    ledger_with_pairs(tmp_path / "state", pairs(12, 0), pairs(8, 1, 100)).close()
+    args = argparse.Namespace(
+        trainer_state_dir=tmp_path / "state", adapters_dir=tmp_path / "adapters",
+        models_dir=tiny_models, steps=3, learning_rate=2e-3, max_length=384, seed=0,
+        no_progress=True, adapter_poll_s=0.0,
+    )  # fmt: skip
+    report = round_trainer(args)(0)
+    assert (report["train_pairs"], report["held_out_pairs"]) == (12, 8)
+    m = report["metrics"]
+    assert (m["steps"], m["learning_rate"], m["max_length"]) == (3, 2e-3, 384), m
