@@ -278,6 +278,16 @@ def run(
                 }
                 client.post("/v1/feedback", json=batch).raise_for_status()
                 sent += len(events)
+                if trainer_metrics:
+                    # A shopper asks again only once their judgements took effect (the
+                    # trainer consumed them): "shown again" then counts rejected items the
+                    # stack returned after applying the rejection, not a race with its
+                    # event -> effect latency (the gateway's own apply may be off).
+                    wait(
+                        lambda target=consumed + sent: feedback_consumed(trainer_metrics) >= target,
+                        round_timeout_s,
+                        f"the trainer did not consume {shopper.user_id}'s judgements",
+                    )
         report.seconds = round(time.monotonic() - started, 1)
         reports.append(report)
         if on_round is not None:
