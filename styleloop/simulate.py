@@ -293,12 +293,8 @@ def run(
         if on_round is not None:
             on_round(reports)
         if number < rounds - 1 and trainer_metrics:
-            # The trainer has taken every event of this round (and, with --dpo, trained).
-            wait(
-                lambda target=consumed + sent: feedback_consumed(trainer_metrics) >= target,
-                round_timeout_s,
-                f"the trainer did not consume round {number}'s {sent} events",
-            )
+            # The trainer has taken every event of this round (waited for after each
+            # answer's judgements, above); now the DPO round, if any.
             if train_round is not None:
                 report.training = train_round(number)
                 if on_round is not None:
@@ -492,7 +488,7 @@ def register(commands: Any) -> None:
             sys.stderr.write("styleloop simulate: --steps must be >= 1\n")
             return 2
         if not 0 <= args.max_items <= 10:
-            sys.stderr.write("styleloop simulate: --max-items must be 1..10\n")
+            sys.stderr.write("styleloop simulate: --max-items must be 1..10 (0: the chat's own)\n")
             return 2
         if not 0 < args.learning_rate < 1 or args.max_length < 64:
             sys.stderr.write(
