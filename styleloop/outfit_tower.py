@@ -213,11 +213,67 @@ class TowerEmbedder:
         self.tokenizer.enable_truncation(int(meta["max_length"]))
         self.tokenizer.enable_padding(pad_id=int(meta["pad_id"]))
 
-    def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        encodings = self.tokenizer.encode_batch(list(texts))
-        feeds = {
-            "input_ids": np.asarray([e.ids for e in encodings], np.int64),
-            "attention_mask": np.asarray([e.attention_mask for e in encodings], np.int64),
-        }
-        out: np.ndarray = self.session.run(None, feeds)[0]
-        return out.astype(np.float32)
+    def __call__(self, texts: Sequence[str], batch: int = 256) -> np.ndarray:
+        rows = []
+        for start in range(0, len(texts), batch):
+            encodings = self.tokenizer.encode_batch(list(texts[start : start + batch]))
+            feeds = {
+                "input_ids": np.asarray([e.ids for e in encodings], np.int64),
+                "attention_mask": np.asarray([e.attention_mask for e in encodings], np.int64),
+            }
+            rows.append(np.asarray(self.session.run(None, feeds)[0], np.float32))
+        return np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)
+
+
+# ---------------------------------------------------------------------- with the scorer
+
+LAMBDAS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def load_backbone(models_dir: Path) -> Any:
+    """The prepared preset's backbone encoder (torch), as ``styleloop models prepare``
+    loaded it: the tower fine-tuning starts from its text tower."""
+    from styleloop.models.manifest import load_manifest
+    from styleloop.models.presets import load_encoder
+
+    manifest = load_manifest(models_dir)
+    if manifest is None or (manifest.backbone or manifest.encoder) is None:
+        raise OutfitsError(f"no prepared encoder in {models_dir} (styleloop models prepare)")
+    backbone = manifest.backbone or manifest.encoder
+    assert backbone is not None
+    return load_encoder(manifest.preset, backbone.model_id)  # type: ignore[arg-type]
+
+
+def summed(scorer: Any, vectors: Any, tower: dict[str, np.ndarray], lam: float) -> Any:
+    """The served scorer's score plus ``lam`` times the mean cosine of the candidate's tower
+    vector to the rest of the outfit's: an item's features are the scorer's, then its
+    tower vector."""
+    from styleloop.outfits import Method
+
+    width = scorer.dimension + scorer.word_buckets  # the scorer's features
+
+    def features(name: str) -> np.ndarray:
+        return np.concatenate([scorer.features(vectors[name], name), tower[name]])
+
+    def score(context: Sequence[tuple[str, np.ndarray]], slot: str, rows: np.ndarray) -> Any:
+        base = scorer.score([(s, f[:width]) for s, f in context], slot, rows[:, :width])
+        rest = np.stack([f[width:] for _, f in context])
+        return base + lam * (rows[:, width:] @ rest.T).mean(axis=1)
+
+    return Method(score, features)
+
+
+def pick_lambda(
+    scorer: Any, vectors: Any, tower: dict[str, np.ndarray], tune: Sequence[Outfit], seed: int
+) -> tuple[float, dict[str, float]]:
+    """The weight of the tower's cosine with the best tune FITB (the smallest on ties)."""
+    from styleloop.outfits import evaluate
+
+    accuracy = {
+        lam: evaluate({"m": summed(scorer, vectors, tower, lam)}, tune, vectors, seed)["m"][
+            "fitb_accuracy"
+        ]
+        for lam in LAMBDAS
+    }
+    best = max(LAMBDAS, key=lambda lam: (accuracy[lam], -lam))
+    return best, {str(k): v for k, v in accuracy.items()}

@@ -413,6 +413,9 @@ class TrainConfig:
     # Each item's words hashed into this many buckets beside its text vector (0: none).
     word_buckets: int = 1024
     word_weight: float = 1.5
+    # Epochs (at most) of fine-tuning the backbone's text tower on the train part, summed
+    # with the scorer (styleloop.outfit_tower; 0: the scorer alone).
+    tower_epochs: int = 12
 
 
 def train_scorer(
@@ -577,12 +580,35 @@ def run_training(
     weights, report = train_scorer(parts["train"], parts["tune"], vectors, config, progress)
     scorer_id = f"outfits-{time.strftime('%Y%m%d-%H%M%S')}-{data.digest[:6]}"
     scorer = _scorer_from(weights, scorer_id, vectors.model_version, config.word_buckets)
-    test = evaluate(
-        {"zero_shot_text": zero_shot, "trained": served(scorer, vectors)},
-        parts["test"],
-        vectors,
-        config.seed,
-    )
+    methods: dict[str, FitbScorer | Method] = {
+        "zero_shot_text": zero_shot,
+        "trained": served(scorer, vectors),
+    }
+    tower_meta: dict[str, Any] = {}
+    if config.tower_epochs > 0:
+        from styleloop.outfit_tower import (
+            TowerConfig,
+            TowerEmbedder,
+            export_tower,
+            fine_tune_tower,
+            load_backbone,
+            pick_lambda,
+            summed,
+        )
+
+        loaded = load_backbone(models_dir)
+        tower_config = TowerConfig(epochs=config.tower_epochs, seed=config.seed)
+        module, _, tower_report = fine_tune_tower(
+            loaded, parts["train"], parts["tune"], tower_config, progress
+        )
+        export_tower(loaded, module, out / "tower", tower_config.max_length)
+        every = sorted({n for o in data.outfits for _, n in o.items})
+        tower = dict(zip(every, TowerEmbedder(out / "tower")(every), strict=True))
+        lam, by_lambda = pick_lambda(scorer, vectors, tower, parts["tune"], config.seed)
+        methods["tower_cosine"] = Method(zero_shot, tower.__getitem__)
+        methods["trained_with_tower"] = summed(scorer, vectors, tower, lam)
+        tower_meta = {"lambda": lam, "tune_fitb_by_lambda": by_lambda, "training": tower_report}
+    test = evaluate(methods, parts["test"], vectors, config.seed)
     meta = {
         "scorer_id": scorer_id,
         "model_version": vectors.model_version,
@@ -598,6 +624,7 @@ def run_training(
         "parts": {p: len(v) for p, v in parts.items()},
         "config": config.__dict__,
         "training": report,
+        "tower": tower_meta,
         "test": test,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -643,8 +670,18 @@ def run_evaluation(
         "zero_shot_text": zero_shot,
     }
     scorer, why_not = load_scorer(scorer_dir, vectors.model_version)
+    best = "trained" if scorer is not None else "zero_shot_text"
     if scorer is not None:
         methods["trained"] = served(scorer, vectors)
+        lam = scorer.meta.get("tower", {}).get("lambda")
+        if lam is not None:
+            from styleloop.outfit_tower import TowerEmbedder, summed
+
+            every = sorted({n for o in data.outfits for _, n in o.items})
+            tower = dict(zip(every, TowerEmbedder(scorer_dir / "tower")(every), strict=True))
+            methods["tower_cosine"] = Method(zero_shot, tower.__getitem__)
+            methods["trained_with_tower"] = summed(scorer, vectors, tower, float(lam))
+            best = "trained_with_tower"
     trained_on_this = scorer is not None and scorer.meta.get("outfits_digest") == data.digest
     if part == "auto":
         part = "test" if trained_on_this else "all"
@@ -652,7 +689,6 @@ def run_evaluation(
     if len(chosen) < 2:
         raise OutfitsError(f"{outfits_path}: {len(chosen)} outfits in the {part} part")
     results = evaluate(methods, chosen, vectors, seed)
-    best = "trained" if scorer is not None else "zero_shot_text"
     return {
         "outfits_file": str(outfits_path),
         "part": part,
@@ -673,10 +709,10 @@ def run_evaluation(
 
 
 def _table(methods: Mapping[str, Mapping[str, float]]) -> list[str]:
-    lines = [f"{'method':<16}{'FITB':>8}{'AUC':>8}{'questions':>11}"]
+    lines = [f"{'method':<20}{'FITB':>8}{'AUC':>8}{'questions':>11}"]
     for name, row in methods.items():
         lines.append(
-            f"{name:<16}{row['fitb_accuracy']:>8.3f}{row['compatibility_auc']:>8.3f}"
+            f"{name:<20}{row['fitb_accuracy']:>8.3f}{row['compatibility_auc']:>8.3f}"
             f"{row['fitb_questions']:>11}"
         )
     return lines
@@ -743,6 +779,13 @@ def register_train(commands: Any) -> None:
         default=defaults.word_weight,
         help=f"weight of the words part against the text vector ({defaults.word_weight})",
     )
+    parser.add_argument(
+        "--tower-epochs",
+        type=int,
+        default=defaults.tower_epochs,
+        help="at most this many epochs fine-tuning the encoder's text tower on the outfits, "
+        f"summed with the scorer ({defaults.tower_epochs}; 0: the scorer alone)",
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--no-progress", action="store_true")
 
@@ -766,6 +809,7 @@ def register_train(commands: Any) -> None:
             seed=args.seed,
             word_buckets=args.word_buckets,
             word_weight=args.word_weight,
+            tower_epochs=max(args.tower_epochs, 0),
         )
         try:
             meta = run_training(

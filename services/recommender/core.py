@@ -281,16 +281,50 @@ class Recommender:
         self.outfit_scorer, self.outfit_scorer_missing = load_scorer(
             settings.outfit_scorer_dir, model.model_version
         )
+        self.outfit_tower: Any = None  # styleloop.outfit_tower.TowerEmbedder
+        self.outfit_tower_lambda = 0.0
+        self._tower_vectors: dict[str, np.ndarray] = {}
         if self.outfit_scorer is not None:
+            self._load_outfit_tower(settings.outfit_scorer_dir)
             log.info(
                 "outfits ranked by the trained scorer",
-                extra={"scorer": self.outfit_scorer.scorer_id},
+                extra={
+                    "scorer": self.outfit_scorer.scorer_id,
+                    "tower_lambda": self.outfit_tower_lambda if self.outfit_tower else None,
+                },
             )
         else:
             log.warning(
                 "outfits ranked by summed image-vector similarity (fallback)",
                 extra={"reason": self.outfit_scorer_missing},
             )
+
+    def _load_outfit_tower(self, folder: Path | None) -> None:
+        """The scorer's fine-tuned text tower (``styleloop train outfits``), summed with it
+        by its ``lambda``; without one (or unreadable: logged) the scorer ranks alone."""
+        assert self.outfit_scorer is not None
+        lam = (self.outfit_scorer.meta.get("tower") or {}).get("lambda")
+        if folder is None or lam is None:
+            return
+        from styleloop.outfit_tower import TowerEmbedder
+
+        try:
+            self.outfit_tower = TowerEmbedder(folder / "tower")
+        except Exception as exc:  # noqa: BLE001 - a missing or broken tower: the scorer alone
+            log.warning(
+                "outfit tower not loaded; the scorer ranks alone", extra={"reason": str(exc)}
+            )
+            return
+        self.outfit_tower_lambda = float(lam)
+
+    def _tower(self, titles: list[str]) -> np.ndarray:
+        """The outfit tower's vectors of ``titles`` (cached by title)."""
+        assert self.outfit_tower is not None
+        missing = sorted({t for t in titles if t not in self._tower_vectors})
+        if missing:
+            for title, vector in zip(missing, self.outfit_tower(missing), strict=True):
+                self._tower_vectors[title] = vector
+        return np.stack([self._tower_vectors[t] for t in titles])
 
     async def close(self) -> None:
         """Flush and release the stores and the encoder channel; safe to call again."""
@@ -675,9 +709,10 @@ class Recommender:
         if query is not None:
             assert self.outfit_scorer is not None
             method = self.outfit_scorer.method
+            tower_query = self._outfit_tower_query(outfit)
             rows = self._ranked(
                 personal,
-                lambda n, o: self._outfit_top(query, filters, n, o),
+                lambda n, o: self._outfit_top(query, filters, n, o, tower_query),
                 limit,
                 offset,
             )
@@ -722,7 +757,26 @@ class Recommender:
             offset,
         )
 
-    def _outfit_top(self, q: np.ndarray, filters: Filters, limit: int, offset: int) -> list[Stored]:
+    def _outfit_tower_query(self, outfit: list[Stored]) -> np.ndarray | None:
+        """``lambda`` times the mean of the outfit's tower vectors (by title): a candidate's
+        tower term is its tower vector's dot product with it; None without a tower."""
+        if self.outfit_tower is None:
+            return None
+        titles = [str(s.payload.get("title") or "") for s in outfit]
+        titles = [t for t in titles if t]
+        if not titles:
+            return None
+        mean: np.ndarray = self._tower(titles).mean(axis=0) * self.outfit_tower_lambda
+        return mean
+
+    def _outfit_top(
+        self,
+        q: np.ndarray,
+        filters: Filters,
+        limit: int,
+        offset: int,
+        tower_query: np.ndarray | None = None,
+    ) -> list[Stored]:
         """Rows ``offset`` to ``offset + limit`` of the category by the trained scorer's
         score under query ``q``, read from the store's caption-vector order (exact: see
         :func:`services.recommender.outfits.exact_top`)."""
@@ -737,7 +791,15 @@ class Recommender:
             count: int = self._timed("count", self.items.count_matching, filters)
             return count
 
-        ranked = exact_top(scorer, q, head, offset + limit, total)[offset:]
+        extra = None
+        if tower_query is not None:
+
+            def extra(titles: list[str]) -> np.ndarray:
+                out: np.ndarray = self._tower(titles) @ tower_query
+                return out
+
+        bound = float(np.linalg.norm(tower_query)) if tower_query is not None else 0.0
+        ranked = exact_top(scorer, q, head, offset + limit, total, extra, bound)[offset:]
         return [Stored(r.row.key, r.row.payload, r.row.vectors, r.score) for r in ranked]
 
     def _outfit_query(self, outfit: list[Stored], wanted: str) -> tuple[np.ndarray | None, str]:

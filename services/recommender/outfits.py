@@ -269,6 +269,8 @@ def exact_top(
     head: Callable[[list[float], int], list[tuple[str, float, str, Any]]],
     count: int,
     total: Callable[[], int],
+    extra: Callable[[list[str]], np.ndarray] | None = None,
+    extra_bound: float = 0.0,
 ) -> list[Ranked]:
     """The ``count`` best candidates under ``q``, exactly, ties by key.
 
@@ -279,26 +281,35 @@ def exact_top(
     is at most ``word_weight * |q_words|``: the first head (twice the page, at least 64) is
     enough when the ``count``-th best score read is at least the best any unread item could
     reach; otherwise every item is read (measured: a middle depth almost never suffices,
-    and each read costs about as much as its size)."""
+    and each read costs about as much as its size).
+
+    ``extra(titles)``, when given, adds a term per candidate (the outfit tower's weighted
+    cosine, :mod:`styleloop.outfit_tower`) whose absolute value is at most ``extra_bound``:
+    the head then also reads on while an unread item could still enter by it."""
     d = scorer.dimension
     dense, words = q[:d], q[d:]
     scale = float(np.linalg.norm(dense))
     bound = scorer.word_weight * float(np.linalg.norm(words)) if scorer.word_buckets else 0.0
     c = 1.0 / word_scale(scorer.word_weight) if scorer.word_buckets else 1.0
-    size = max(2 * count, 64) if scorer.word_buckets else count
+    exact_order = not scorer.word_buckets and extra is None  # the store's order is the score's
+    size = count if exact_order else max(2 * count, 64)
     everything = False
     while True:
         rows = head(dense.tolist(), size)
+        added = extra([title for _, _, title, _ in rows]) if extra is not None and rows else None
         ranked = []
-        for key, cosine, title, row in rows:
+        for n, (key, cosine, title, row) in enumerate(rows):
             score = scale * cosine
             if scorer.word_buckets:
                 score += scorer.word_weight * float(word_vector(title, scorer.word_buckets) @ words)
-            ranked.append(Ranked(key, c * score, row))
+            score *= c
+            if added is not None:
+                score += float(added[n])
+            ranked.append(Ranked(key, score, row))
         ranked.sort(key=lambda r: (-r.score, r.key))
-        if len(rows) < size or not scorer.word_buckets or everything:
+        if len(rows) < size or exact_order or everything:
             return ranked[:count]
-        reachable = c * (scale * rows[-1][1] + bound)
+        reachable = c * (scale * rows[-1][1] + bound) + (extra_bound if extra is not None else 0)
         if len(ranked) >= count and ranked[count - 1].score >= reachable:
             return ranked[:count]
         # Every item next (and no more reads after it, even if items arrive meanwhile).

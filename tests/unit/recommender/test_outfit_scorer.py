@@ -323,3 +323,73 @@ async def test_complete_outfit_serves_the_scorer_with_words_exactly_across_pages
         shoes, key=lambda s: -float(np.asarray(s[1]) @ q[:text_dim]) / np.linalg.norm(s[1])
     )
     assert [s[0] for s in by_caption] != expected  # the words matter here
+
+
+async def test_complete_outfit_adds_the_outfit_towers_cosine_exactly_across_pages(
+    tiny_models: Path, tmp_path: Path, tiny_version
+):
+    """WIP (issue 17): a scorer with a text tower (here the tiny preset's, exported as
+    ``styleloop train outfits`` exports a fine-tuned one) ranks by the scorer's score plus
+    lambda times the candidate title's tower cosine to the outfit's mean tower vector."""
+    from styleloop.models.presets import load_encoder
+    from styleloop.outfit_tower import TowerEmbedder, export_tower
+
+    version, image_dim, text_dim = tiny_version
+    buckets, lam = 32, 4.0
+    scorer_dir = tmp_path / "outfits"
+    weights = random_word_scorer(text_dim, buckets, seed=7)
+    meta = {
+        "scorer_id": "tower",
+        "model_version": version,
+        "word_buckets": buckets,
+        "tower": {"lambda": lam},
+    }
+    save_scorer(scorer_dir, weights, meta)
+    loaded = load_encoder("tiny", "styleloop/tiny-clip")
+    export_tower(loaded, loaded.text_tower, scorer_dir / "tower", 64)
+    scorer, tower = read_scorer(scorer_dir), TowerEmbedder(scorer_dir / "tower")
+    rng = np.random.default_rng(3)
+    titles = random_titles(90, seed=4)
+    shoes = [(f"shoe-{i:02d}", rng.normal(size=text_dim).tolist(), titles[i]) for i in range(90)]
+    outfit = [
+        ("top", "Topwear", rng.normal(size=text_dim).tolist(), "red lace top"),
+        ("jeans", "Bottomwear", rng.normal(size=text_dim).tolist(), "blue denim jeans"),
+    ]
+    enc_server, encoder = await start_encoder(encoder_settings(tiny_models))
+    settings = recommender_settings(enc_server.port, tmp_path, outfit_scorer_dir=scorer_dir)
+    server, servicer = await start_recommender(settings)
+    rows = [(i, c, v, t) for i, c, v, t in outfit] + [(i, "Shoes", v, t) for i, v, t in shoes]
+    pages = []
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = recommender_pb2_grpc.RecommenderServiceStub(channel)
+            image = basis(0, image_dim)
+            await upsert_vectors(stub, version, [(i, t, c, image, v) for i, c, v, t in rows])
+            token = ""
+            for _ in range(3):
+                page = await stub.CompleteOutfit(
+                    recommender_pb2.CompleteOutfitRequest(
+                        item_ids=["top", "jeans"], wanted_category="Shoes", page_size=30,
+                        page_token=token,
+                    ),
+                    timeout=30,
+                )  # fmt: skip
+                pages.append(page)
+                token = page.next_page_token
+    finally:
+        await server.stop(grace=0)
+        await servicer.core.close()
+        await enc_server.stop(grace=0)
+        await encoder.stop()
+    served = [r.item.item_id for p in pages for r in p.results]
+    query = [
+        (slot, scorer.features(v, t))
+        for slot, (_, _, v, t) in zip(("upper", "bottom"), outfit, strict=True)
+    ]
+    base = scorer.score(query, "shoe", np.stack([scorer.features(v, t) for _, v, t in shoes]))
+    context = tower([t for *_, t in outfit]).mean(axis=0)
+    scores = base + lam * (tower([t for *_, t in shoes]) @ context)
+    expected = [shoes[i][0] for i in sorted(range(90), key=lambda i: (-scores[i], shoes[i][0]))]
+    assert served == expected
+    without = [shoes[i][0] for i in sorted(range(90), key=lambda i: (-base[i], shoes[i][0]))]
+    assert without != expected  # the tower matters here
