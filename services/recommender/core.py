@@ -306,7 +306,7 @@ class Recommender:
         lam = (self.outfit_scorer.meta.get("tower") or {}).get("lambda")
         if folder is None or lam is None:
             return
-        from styleloop.outfit_tower import TowerEmbedder
+        from services.recommender.outfits import TowerEmbedder
 
         try:
             self.outfit_tower = TowerEmbedder(folder / "tower")

@@ -391,6 +391,40 @@ def scorer_from_weights(
     )
 
 
+TOWER_ONNX = "tower.onnx"
+TOWER_TOKENIZER = "tower-tokenizer.json"
+TOWER_META = "tower.json"
+
+
+class TowerEmbedder:
+    """Names or titles → the exported tower's vectors (onnxruntime; no torch)."""
+
+    def __init__(self, folder: Path) -> None:
+        import onnxruntime
+        from tokenizers import Tokenizer
+
+        if not (folder / TOWER_ONNX).is_file():
+            raise ScorerError(f"no fine-tuned outfit tower in {folder}")
+        self.session = onnxruntime.InferenceSession(
+            str(folder / TOWER_ONNX), providers=["CPUExecutionProvider"]
+        )
+        meta = json.loads((folder / TOWER_META).read_text(encoding="utf-8"))
+        self.tokenizer = Tokenizer.from_file(str(folder / TOWER_TOKENIZER))
+        self.tokenizer.enable_truncation(int(meta["max_length"]))
+        self.tokenizer.enable_padding(pad_id=int(meta["pad_id"]))
+
+    def __call__(self, texts: Sequence[str], batch: int = 256) -> np.ndarray:
+        rows = []
+        for start in range(0, len(texts), batch):
+            encodings = self.tokenizer.encode_batch(list(texts[start : start + batch]))
+            feeds = {
+                "input_ids": np.asarray([e.ids for e in encodings], np.int64),
+                "attention_mask": np.asarray([e.attention_mask for e in encodings], np.int64),
+            }
+            rows.append(np.asarray(self.session.run(None, feeds)[0], np.float32))
+        return np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)
+
+
 def load_scorer(folder: Path | None, model_version: str) -> tuple[OutfitScorer | None, str]:
     """The scorer to serve for ``model_version``, or None and why not (for the log and the
     response's fallback reason)."""

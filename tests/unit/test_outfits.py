@@ -90,10 +90,10 @@ def test_training_learns_a_pattern_zero_shot_cosine_cannot_see(tiny_models, tmp_
     scorer_dir = tmp_path / "scorer"
     trained = run_cli(
         "train", "outfits", "--outfits", str(outfits), "--models-dir", str(tiny_models),
-        "--out", str(scorer_dir), "--no-progress",
+        "--out", str(scorer_dir), "--no-progress", "--tower-epochs", "3",
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr
-    assert "zero_shot_text" in trained.stdout and "trained" in trained.stdout
+    assert "zero_shot_text" in trained.stdout and "trained_with_tower" in trained.stdout
     report = tmp_path / "eval.json"
     evaluated = run_cli(
         "eval", "outfits", "--outfits", str(outfits), "--models-dir", str(tiny_models),
@@ -103,8 +103,13 @@ def test_training_learns_a_pattern_zero_shot_cosine_cannot_see(tiny_models, tmp_
     result = json.loads(report.read_text())
     methods = result["methods"]
     assert result["part"] == "test"  # the scorer was trained on this file
-    assert result["fitb_accuracy"] == methods["trained"]["fitb_accuracy"]
+    # Served: the scorer summed with its fine-tuned text tower (lambda picked on tune).
+    assert result["fitb_accuracy"] == methods["trained_with_tower"]["fitb_accuracy"]
     assert methods["trained"]["fitb_accuracy"] > methods["zero_shot_text"]["fitb_accuracy"] + 0.2
+    zero_shot = methods["zero_shot_text"]["fitb_accuracy"]
+    assert methods["tower_cosine"]["fitb_accuracy"] > zero_shot + 0.2  # the tower learnt it too
+    assert methods["trained_with_tower"]["fitb_accuracy"] > zero_shot + 0.2
+    assert (scorer_dir / "tower" / "tower.onnx").is_file()
     assert methods["trained"]["compatibility_auc"] > methods["zero_shot_text"]["compatibility_auc"]
     assert 0.1 < methods["random"]["fitb_accuracy"] < 0.4
     scorer = read_scorer(scorer_dir)
