@@ -1,19 +1,13 @@
-"""WORK IN PROGRESS (issue 17, branch wip/issue17-outfit-tower; not wired into any command).
+"""A text tower fine-tuned for outfit compatibility (``styleloop train outfits
+--tower-epochs N``): the preset's backbone text tower (the offline preset: all-MiniLM-L6-v2
+with mean pooling, before ``train align``'s heads) trained on the train part's outfits with a
+symmetric in-batch InfoNCE loss over pairs of names from one outfit, the epoch chosen on the
+tune part's FITB by plain cosine; exported to ONNX beside the scorer, so the recommender
+embeds catalog titles with it without torch (:class:`TowerEmbedder`), and summed with the
+bilinear scorer by a weight λ picked on the tune part.
 
-A text tower fine-tuned for outfit compatibility: the preset's backbone text tower (the
-offline preset: all-MiniLM-L6-v2 with mean pooling, before ``train align``'s heads) trained
-on the train part's outfits with a symmetric in-batch InfoNCE loss over pairs of names from
-one outfit, the epoch chosen on the tune part's FITB by plain cosine; exported to ONNX
-beside the scorer, so the recommender can embed catalog titles without torch.
-
-Measured with the throwaway script this module is made from (README, "Fine-tuning the text
-encoder itself"): summed with the served bilinear scorer, +10.9 FITB points over zero-shot
-on seeds 0/1/2.
-
-What remains (see the issue 17 note): tests (tiny preset), the wiring into
-``styleloop train outfits`` / ``eval outfits``, the sum's λ picked on the tune part and
-saved in the scorer's metadata, and serving (catalog titles embedded with the exported
-tower in the recommender, cached per item).
+Measured (README, "Fine-tuning the text encoder itself"): the sum beats zero-shot by +10.9
+FITB points on seeds 0/1/2, where the scorer alone gains +7.0.
 """
 
 from __future__ import annotations

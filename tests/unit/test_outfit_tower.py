@@ -1,4 +1,4 @@
-"""The outfit text tower (WIP, issue 17): fine-tuning learns a planted cross-slot pattern a
+"""The outfit text tower: fine-tuning learns a planted cross-slot pattern a
 random tower's cosine cannot see, and the exported ONNX tower embeds as PyTorch does."""
 
 from __future__ import annotations

@@ -328,7 +328,7 @@ async def test_complete_outfit_serves_the_scorer_with_words_exactly_across_pages
 async def test_complete_outfit_adds_the_outfit_towers_cosine_exactly_across_pages(
     tiny_models: Path, tmp_path: Path, tiny_version
 ):
-    """WIP (issue 17): a scorer with a text tower (here the tiny preset's, exported as
+    """A scorer with a text tower (here the tiny preset's, exported as
     ``styleloop train outfits`` exports a fine-tuned one) ranks by the scorer's score plus
     lambda times the candidate title's tower cosine to the outfit's mean tower vector."""
     from styleloop.models.presets import load_encoder
