@@ -27,7 +27,7 @@ from services.recommender.outfits import (  # the serving side: onnxruntime, no 
     TOWER_TOKENIZER,
     TowerEmbedder,
 )
-from styleloop.outfits import Outfit, OutfitsError, fitb_questions
+from styleloop.outfits import Outfit, OutfitsError, fitb_questions, zero_shot
 
 __all__ = ["TowerEmbedder"]
 
@@ -49,10 +49,9 @@ def cosine_fitb(outfits: Sequence[Outfit], vectors: dict[str, np.ndarray], seed:
     questions = fitb_questions(outfits, seed)
     right = 0
     for q in questions:
-        rest = np.stack([vectors[n] for _, n in q.context])
-        scores = np.stack([vectors[n] for n in q.candidates]) @ rest.T
-        mean = scores.mean(axis=1)
-        right += int(mean[0] > mean[1:].max())
+        context = [(s, vectors[n]) for s, n in q.context]
+        scores = zero_shot(context, q.slot, np.stack([vectors[n] for n in q.candidates]))
+        right += int(scores[0] > scores[1:].max())
     return right / len(questions) if questions else float("nan")
 
 
@@ -228,6 +227,24 @@ def summed(scorer: Any, vectors: Any, tower: dict[str, np.ndarray], lam: float) 
         return base + lam * (rows[:, width:] @ rest.T).mean(axis=1)
 
     return Method(score, features)
+
+
+def tower_vectors(folder: Path, outfits: Sequence[Outfit]) -> dict[str, np.ndarray]:
+    """Every name of ``outfits`` through the tower exported in ``folder`` (as served)."""
+    every = sorted({n for o in outfits for _, n in o.items})
+    return dict(zip(every, TowerEmbedder(folder)(every), strict=True))
+
+
+def tower_methods(
+    scorer: Any, vectors: Any, tower: dict[str, np.ndarray], lam: float
+) -> dict[str, Any]:
+    """The tower's evaluation methods: its cosine alone, and summed with the scorer."""
+    from styleloop.outfits import Method
+
+    return {
+        "tower_cosine": Method(zero_shot, tower.__getitem__),
+        "trained_with_tower": summed(scorer, vectors, tower, lam),
+    }
 
 
 def pick_lambda(

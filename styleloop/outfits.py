@@ -589,12 +589,12 @@ def run_training(
     if config.tower_epochs > 0:
         from styleloop.outfit_tower import (
             TowerConfig,
-            TowerEmbedder,
             export_tower,
             fine_tune_tower,
             load_backbone,
             pick_lambda,
-            summed,
+            tower_methods,
+            tower_vectors,
         )
 
         loaded = load_backbone(models_dir)
@@ -603,11 +603,9 @@ def run_training(
             loaded, parts["train"], parts["tune"], tower_config, progress
         )
         export_tower(loaded, module, out / "tower", tower_config.max_length)
-        every = sorted({n for o in data.outfits for _, n in o.items})
-        tower = dict(zip(every, TowerEmbedder(out / "tower")(every), strict=True))
+        tower = tower_vectors(out / "tower", data.outfits)
         lam, by_lambda = pick_lambda(scorer, vectors, tower, parts["tune"], config.seed)
-        methods["tower_cosine"] = Method(zero_shot, tower.__getitem__)
-        methods["trained_with_tower"] = summed(scorer, vectors, tower, lam)
+        methods.update(tower_methods(scorer, vectors, tower, lam))
         tower_meta = {"lambda": lam, "tune_fitb_by_lambda": by_lambda, "training": tower_report}
     test = evaluate(methods, parts["test"], vectors, config.seed)
     meta = {
@@ -676,12 +674,10 @@ def run_evaluation(
         methods["trained"] = served(scorer, vectors)
         lam = scorer.meta.get("tower", {}).get("lambda")
         if lam is not None:
-            from styleloop.outfit_tower import TowerEmbedder, summed
+            from styleloop.outfit_tower import tower_methods, tower_vectors
 
-            every = sorted({n for o in data.outfits for _, n in o.items})
-            tower = dict(zip(every, TowerEmbedder(scorer_dir / "tower")(every), strict=True))
-            methods["tower_cosine"] = Method(zero_shot, tower.__getitem__)
-            methods["trained_with_tower"] = summed(scorer, vectors, tower, float(lam))
+            tower = tower_vectors(scorer_dir / "tower", data.outfits)
+            methods.update(tower_methods(scorer, vectors, tower, float(lam)))
             best = "trained_with_tower"
     trained_on_this = scorer is not None and scorer.meta.get("outfits_digest") == data.digest
     if part == "auto":

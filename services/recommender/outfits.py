@@ -284,8 +284,9 @@ def exact_top(
     and each read costs about as much as its size).
 
     ``extra(titles)``, when given, adds a term per candidate (the outfit tower's weighted
-    cosine, :mod:`styleloop.outfit_tower`) whose absolute value is at most ``extra_bound``:
-    the head then also reads on while an unread item could still enter by it."""
+    cosine, :mod:`styleloop.outfit_tower`) whose absolute value is at most ``extra_bound``
+    (0 without it): the head then also reads on while an unread item could still enter by
+    it."""
     d = scorer.dimension
     dense, words = q[:d], q[d:]
     scale = float(np.linalg.norm(dense))
@@ -309,7 +310,7 @@ def exact_top(
         ranked.sort(key=lambda r: (-r.score, r.key))
         if len(rows) < size or exact_order or everything:
             return ranked[:count]
-        reachable = c * (scale * rows[-1][1] + bound) + (extra_bound if extra is not None else 0)
+        reachable = c * (scale * rows[-1][1] + bound) + extra_bound
         if len(ranked) >= count and ranked[count - 1].score >= reachable:
             return ranked[:count]
         # Every item next (and no more reads after it, even if items arrive meanwhile).

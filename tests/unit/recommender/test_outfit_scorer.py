@@ -264,18 +264,12 @@ def test_a_scorer_with_words_round_trips_and_one_without_reads_as_none(tmp_path:
     np.testing.assert_allclose(old.features(np.array([0.0, 2, 0, 0]), "red"), [0, 1, 0, 0])
 
 
-async def test_complete_outfit_serves_the_scorer_with_words_exactly_across_pages(
-    tiny_models: Path, tmp_path: Path, tiny_version
-):
-    """90 shoes with random captions and titles: the pages CompleteOutfit returns are the
-    scorer's own ranking of all 90 (words included), not the caption-vector order."""
+async def ninety_shoes_in_three_pages(
+    tiny_models: Path, tmp_path: Path, tiny_version, scorer_dir: Path
+) -> tuple[list, list, list]:
+    """90 shoes with random captions and titles and a top + jeans outfit in a recommender
+    serving ``scorer_dir``; the three pages of 30 CompleteOutfit returns for shoes."""
     version, image_dim, text_dim = tiny_version
-    buckets = 32
-    scorer_dir = tmp_path / "outfits"
-    weights = random_word_scorer(text_dim, buckets, seed=7)
-    meta = {"scorer_id": "words", "model_version": version, "word_buckets": buckets}
-    save_scorer(scorer_dir, weights, meta)
-    scorer = read_scorer(scorer_dir)
     rng = np.random.default_rng(3)
     titles = random_titles(90, seed=4)
     shoes = [(f"shoe-{i:02d}", rng.normal(size=text_dim).tolist(), titles[i]) for i in range(90)]
@@ -309,6 +303,24 @@ async def test_complete_outfit_serves_the_scorer_with_words_exactly_across_pages
         await servicer.core.close()
         await enc_server.stop(grace=0)
         await encoder.stop()
+    return shoes, outfit, pages
+
+
+async def test_complete_outfit_serves_the_scorer_with_words_exactly_across_pages(
+    tiny_models: Path, tmp_path: Path, tiny_version
+):
+    """90 shoes with random captions and titles: the pages CompleteOutfit returns are the
+    scorer's own ranking of all 90 (words included), not the caption-vector order."""
+    version, _, text_dim = tiny_version
+    buckets = 32
+    scorer_dir = tmp_path / "outfits"
+    weights = random_word_scorer(text_dim, buckets, seed=7)
+    meta = {"scorer_id": "words", "model_version": version, "word_buckets": buckets}
+    save_scorer(scorer_dir, weights, meta)
+    scorer = read_scorer(scorer_dir)
+    shoes, outfit, pages = await ninety_shoes_in_three_pages(
+        tiny_models, tmp_path, tiny_version, scorer_dir
+    )
     assert all(p.method == "trained:words" for p in pages)
     served = [r.item.item_id for p in pages for r in p.results]
     query = [
@@ -334,7 +346,7 @@ async def test_complete_outfit_adds_the_outfit_towers_cosine_exactly_across_page
     from styleloop.models.presets import load_encoder
     from styleloop.outfit_tower import TowerEmbedder, export_tower
 
-    version, image_dim, text_dim = tiny_version
+    version, _, text_dim = tiny_version
     buckets, lam = 32, 4.0
     scorer_dir = tmp_path / "outfits"
     weights = random_word_scorer(text_dim, buckets, seed=7)
@@ -348,39 +360,9 @@ async def test_complete_outfit_adds_the_outfit_towers_cosine_exactly_across_page
     loaded = load_encoder("tiny", "styleloop/tiny-clip")
     export_tower(loaded, loaded.text_tower, scorer_dir / "tower", 64)
     scorer, tower = read_scorer(scorer_dir), TowerEmbedder(scorer_dir / "tower")
-    rng = np.random.default_rng(3)
-    titles = random_titles(90, seed=4)
-    shoes = [(f"shoe-{i:02d}", rng.normal(size=text_dim).tolist(), titles[i]) for i in range(90)]
-    outfit = [
-        ("top", "Topwear", rng.normal(size=text_dim).tolist(), "red lace top"),
-        ("jeans", "Bottomwear", rng.normal(size=text_dim).tolist(), "blue denim jeans"),
-    ]
-    enc_server, encoder = await start_encoder(encoder_settings(tiny_models))
-    settings = recommender_settings(enc_server.port, tmp_path, outfit_scorer_dir=scorer_dir)
-    server, servicer = await start_recommender(settings)
-    rows = [(i, c, v, t) for i, c, v, t in outfit] + [(i, "Shoes", v, t) for i, v, t in shoes]
-    pages = []
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            stub = recommender_pb2_grpc.RecommenderServiceStub(channel)
-            image = basis(0, image_dim)
-            await upsert_vectors(stub, version, [(i, t, c, image, v) for i, c, v, t in rows])
-            token = ""
-            for _ in range(3):
-                page = await stub.CompleteOutfit(
-                    recommender_pb2.CompleteOutfitRequest(
-                        item_ids=["top", "jeans"], wanted_category="Shoes", page_size=30,
-                        page_token=token,
-                    ),
-                    timeout=30,
-                )  # fmt: skip
-                pages.append(page)
-                token = page.next_page_token
-    finally:
-        await server.stop(grace=0)
-        await servicer.core.close()
-        await enc_server.stop(grace=0)
-        await encoder.stop()
+    shoes, outfit, pages = await ninety_shoes_in_three_pages(
+        tiny_models, tmp_path, tiny_version, scorer_dir
+    )
     served = [r.item.item_id for p in pages for r in p.results]
     query = [
         (slot, scorer.features(v, t))
